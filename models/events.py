@@ -41,6 +41,11 @@ def _timestamp(value: Any) -> Any:
     raise ValueError("occurred_at must be an RFC 3339 string")
 
 
+def _default_priority(value: Any) -> Any:
+    # null means "not given", like an absent field.
+    return "normal" if value is None else value
+
+
 EventTime = Annotated[
     float,
     BeforeValidator(_timestamp),
@@ -79,7 +84,7 @@ class TicketCreated(Envelope):
     type: Literal["ticket.created"]
     queue: QueueName
     channel: Channel
-    priority: Priority = "normal"
+    priority: Annotated[Priority, BeforeValidator(_default_priority)] = "normal"
     customer_id: Annotated[str, StringConstraints(max_length=256)] | None = None
 
 

@@ -1,0 +1,167 @@
+"""Configuration: SPEC defaults, overridden by a TOML file, overridden by environment.
+
+File: `--config PATH` or `KPIMON_CONFIG`. Environment: `KPIMON_<SECTION>__<KEY>`
+(e.g. `KPIMON_RULES__ORPHAN_TIMEOUT=900`), plus the short forms in `_ALIASES`. SLA
+targets override single cells: `[sla_targets.chat] normal = 45` in the file. Invalid
+values stop the program at start with one line per problem.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from models.events import CHANNELS, PRIORITIES
+from streams.rules import KpiRules, default_sla_targets
+
+_ALIASES = {
+    "KPIMON_BOOTSTRAP": ("kafka", "bootstrap"),
+    "KPIMON_PARTITIONS": ("kafka", "partitions"),
+    "KPIMON_TOPIC_TICKETS": ("topics", "tickets"),
+    "KPIMON_TOPIC_SURVEYS": ("topics", "surveys"),
+    "KPIMON_TOPIC_KPIS": ("topics", "kpis"),
+    "KPIMON_TOPIC_DEADLETTER": ("topics", "deadletter"),
+    "KPIMON_HTTP_HOST": ("http", "host"),
+    "KPIMON_HTTP_PORT": ("http", "port"),
+}
+
+
+class ConfigError(ValueError):
+    """Configuration that cannot be used; the message lists every problem."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaConfig(_Section):
+    bootstrap: str = "localhost:9092"
+    partitions: int = Field(default=4, ge=1, le=1024)
+
+
+class TopicsConfig(_Section):
+    tickets: str = "support.tickets"
+    surveys: str = "support.surveys"
+    kpis: str = "support.kpis"
+    deadletter: str = "support.deadletter"
+
+    @field_validator("tickets", "surveys", "kpis", "deadletter")
+    @classmethod
+    def _topic_name(cls, v: str) -> str:
+        if not v or len(v) > 249 or any(not (ch.isalnum() or ch in "._-") for ch in v):
+            raise ValueError(f"not a valid Kafka topic name: {v!r}")
+        return v
+
+
+class RulesConfig(_Section):
+    allowed_lateness: float = Field(default=120.0, ge=0)
+    orphan_timeout: float = Field(default=600.0, gt=0)
+    max_clock_skew: float = Field(default=300.0, ge=0)
+    ticket_retention: float = Field(default=14 * 86400.0, gt=0)
+    fcr_window: float = Field(default=7 * 86400.0, ge=0)
+    at_risk_fraction: float = Field(default=0.25, gt=0, lt=1)
+    # 0 turns wall-clock advance of idle partitions off.
+    watermark_idle_seconds: float = Field(default=30.0, ge=0)
+
+
+class WindowsConfig(_Section):
+    emit_interval: float = Field(default=1.0, gt=0, le=60)
+
+
+class HttpConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=6066, ge=0, le=65535)
+
+
+class WorkerConfig(_Section):
+    app_id: str = "kpimon"
+    data_dir: str = ".local/worker"
+    store: str = "memory://"
+    processing_guarantee: str = "at_least_once"
+    log_level: str = "info"
+
+    @field_validator("processing_guarantee")
+    @classmethod
+    def _guarantee(cls, v: str) -> str:
+        if v not in ("at_least_once", "exactly_once"):
+            raise ValueError("must be at_least_once or exactly_once")
+        return v
+
+
+class Settings(_Section):
+    """Everything a worker needs; build it with `load_settings`."""
+
+    kafka: KafkaConfig = KafkaConfig()
+    topics: TopicsConfig = TopicsConfig()
+    rules: RulesConfig = RulesConfig()
+    windows: WindowsConfig = WindowsConfig()
+    http: HttpConfig = HttpConfig()
+    worker: WorkerConfig = WorkerConfig()
+    sla_targets: dict[str, dict[str, float]] = Field(default_factory=dict)
+
+    @field_validator("sla_targets")
+    @classmethod
+    def _targets(cls, v: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        for channel, row in v.items():
+            if channel not in CHANNELS:
+                raise ValueError(f"unknown channel {channel!r} (one of {', '.join(CHANNELS)})")
+            for priority, seconds in row.items():
+                if priority not in PRIORITIES:
+                    raise ValueError(f"unknown priority {priority!r} for {channel}")
+                if not seconds > 0:
+                    raise ValueError(f"target for {channel}/{priority} must be > 0 seconds")
+        return v
+
+    def kpi_rules(self) -> KpiRules:
+        targets = default_sla_targets()
+        for channel, row in self.sla_targets.items():
+            for priority, seconds in row.items():
+                targets[(channel, priority)] = float(seconds)
+        r = self.rules
+        return KpiRules(
+            sla_targets=targets,
+            fcr_window=r.fcr_window,
+            orphan_timeout=r.orphan_timeout,
+            allowed_lateness=r.allowed_lateness,
+            ticket_retention=r.ticket_retention,
+            at_risk_fraction=r.at_risk_fraction,
+        )
+
+
+def load_settings(
+    path: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Defaults < TOML file < environment; raises ConfigError listing every problem."""
+    env = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    path = path or env.get("KPIMON_CONFIG")
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    for name, value in env.items():
+        if name in _ALIASES:
+            section, key = _ALIASES[name]
+        elif name.startswith("KPIMON_") and "__" in name:
+            section, _, key = name[len("KPIMON_"):].lower().partition("__")
+        else:
+            continue
+        data.setdefault(section, {})[key] = value
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = [
+            f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+            for err in exc.errors(include_url=False)
+        ]
+        origin = f" (file {path} and KPIMON_* environment)" if path else " (KPIMON_* environment)"
+        raise ConfigError("invalid configuration" + origin + ":\n" + "\n".join(problems)) from None
