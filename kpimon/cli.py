@@ -1,0 +1,71 @@
+"""`kpimon` command line: worker, simulator, JSON Schema."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from kpimon.config import ConfigError, load_settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="kpimon", description="Streaming real-time KPI monitor for contact centres."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    worker = sub.add_parser("worker", help="run a stream worker (consumes, computes, exports)")
+    worker.add_argument("--config", help="TOML configuration file (default: $KPIMON_CONFIG)")
+
+    check = sub.add_parser("check-config", help="validate the configuration and print it")
+    check.add_argument("--config", help="TOML configuration file (default: $KPIMON_CONFIG)")
+
+    schema = sub.add_parser("schema", help="write the JSON Schema of the input events")
+    schema.add_argument("--out", type=Path, help="file to write (default: standard output)")
+
+    from kpimon import simulator
+
+    simulate = sub.add_parser("simulate", help="produce realistic contact-centre traffic")
+    simulator.add_arguments(simulate)
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "worker":
+            return _worker(args)
+        if args.command == "check-config":
+            print(load_settings(args.config).model_dump_json(indent=2))
+            return 0
+        if args.command == "schema":
+            return _schema(args)
+        return simulator.run(args)
+    except ConfigError as exc:
+        print(f"kpimon: {exc}", file=sys.stderr)
+        return 2
+
+
+def _worker(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    from faust.worker import Worker
+
+    from streams.app import KpiWorker
+
+    kpi = KpiWorker(settings)
+    Worker(kpi.app, loglevel=settings.worker.log_level).execute_from_commandline()
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from models.schema import input_events_schema_text
+
+    text = input_events_schema_text()
+    if args.out:
+        args.out.write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,225 @@
+"""The Faust worker: the pure engine wired to Kafka topics and changelogged tables.
+
+Stage 1 (`ingest`) consumes the co-partitioned input topics, keeps ticket facts in the
+`tickets` table keyed by ticket id, and sends contribution deltas to the internal
+`<app_id>-deltas` topic keyed by `queue|channel`. Stage 2 (`aggregate`) sums the deltas
+per bucket in the `windows` table, and a timer emits changed windows to the KPI topic
+at most once per `emit_interval`. Windows are ordinary tables whose keys carry the
+bucket start: Faust's own windowed tables close windows by wall-clock (DESIGN-NOTES).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import faust
+import orjson
+from prometheus_client import CollectorRegistry, generate_latest
+
+from exporters.pipeline import PipelineMetrics
+from kpimon.config import Settings
+from models.decode import DeadLetter, Ignored, decode
+from models.records import DeadLetterRecord
+from models.timestamps import format_rfc3339
+from streams.facts import TicketFacts
+from streams.tickets import SURVEYS, TICKETS, Step, TicketProcessor
+from streams.windows import WindowState, apply_deltas, group_deltas, render, window_id
+
+log = logging.getLogger(__name__)
+
+_WATERMARK_KEY = b"\x00watermark"
+# aiohttp refuses a charset inside content_type; the text format is UTF-8 anyway.
+_PROMETHEUS_TEXT = "text/plain; version=0.0.4"
+
+
+class TableTicketStore:
+    """`TicketStore` over a Faust table, for the tickets of one input partition.
+
+    The memory store does not say which partition a key belongs to, so each value
+    starts with its partition number; recovery then regroups tickets by partition.
+    """
+
+    def __init__(self, table: Any, partition: int) -> None:
+        self.table = table
+        self.partition = partition
+        self._prefix = b"%d " % partition
+
+    def get(self, ticket_id: str) -> TicketFacts | None:
+        raw = self.table.get(ticket_id.encode())
+        return None if raw is None else TicketFacts.from_bytes(raw[len(self._prefix):])
+
+    def put(self, ticket_id: str, facts: TicketFacts) -> None:
+        self.table[ticket_id.encode()] = self._prefix + facts.to_bytes()
+
+    def delete(self, ticket_id: str) -> None:
+        self.table.pop(ticket_id.encode(), None)
+
+    def items(self) -> Iterator[tuple[str, TicketFacts]]:
+        prefix = self._prefix
+        for key, raw in list(self.table.items()):
+            if not key.startswith(_WATERMARK_KEY) and raw.startswith(prefix):
+                yield key.decode(), TicketFacts.from_bytes(raw[len(prefix):])
+
+
+class KpiWorker:
+    """Builds the Faust app for one `Settings` and holds the worker's live state."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.rules = settings.kpi_rules()
+        self.registry = CollectorRegistry()
+        topics = settings.topics
+        self.metrics = PipelineMetrics(self.registry, (topics.tickets, topics.surveys))
+        self.processors: dict[int, TicketProcessor] = {}
+        self.dirty: set[bytes] = set()
+
+        conf = settings.worker
+        self.app = faust.App(
+            conf.app_id,
+            broker=f"kafka://{settings.kafka.bootstrap}",
+            store=conf.store,
+            datadir=conf.data_dir,
+            processing_guarantee=conf.processing_guarantee,
+            topic_partitions=settings.kafka.partitions,
+            topic_replication_factor=1,
+            web_bind=settings.http.host,
+            web_host=settings.http.host,
+            web_port=settings.http.port,
+            web_in_thread=False,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        raw = {"key_type": bytes, "value_type": bytes,
+               "key_serializer": "raw", "value_serializer": "raw"}
+        n = settings.kafka.partitions
+        self.inputs = self.app.topic(topics.tickets, topics.surveys, **raw)
+        self.deltas = self.app.topic(f"{conf.app_id}-deltas", partitions=n, internal=True, **raw)
+        self.kpis = self.app.topic(topics.kpis, **raw)
+        self.deadletter = self.app.topic(topics.deadletter, **raw)
+        table = {"key_type": bytes, "value_type": bytes}
+        self.tickets = self.app.Table("tickets", partitions=n, **table)
+        self.windows = self.app.Table("windows", partitions=n, **table)
+
+        self.app.agent(self.inputs, name="ingest")(self._ingest)
+        self.app.agent(self.deltas, name="aggregate")(self._aggregate)
+        self.app.timer(settings.windows.emit_interval, name="emit")(self._emit)
+        registry = self.registry
+
+        async def metrics(view: Any, request: Any) -> Any:
+            return view.bytes(generate_latest(registry), content_type=_PROMETHEUS_TEXT)
+
+        self.app.page("/metrics", name="metrics")(metrics)
+        self.app.on_partitions_revoked.connect(self._on_revoked)
+
+    # Stage 1 ---------------------------------------------------------------------
+
+    async def _ingest(self, stream: Any) -> None:
+        async for event in stream.events():
+            msg = event.message
+            await self.handle_input(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
+
+    async def handle_input(
+        self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
+    ) -> None:
+        kind = TICKETS if topic == self.settings.topics.tickets else SURVEYS
+        now = time.time()
+        decoded = decode(
+            kind, key, value, now=now, max_clock_skew=self.settings.rules.max_clock_skew
+        )
+        if isinstance(decoded, DeadLetter):
+            await self._dead_letter(decoded, topic, partition, offset, key, value, now)
+            return
+        if isinstance(decoded, Ignored):
+            self.metrics.outcome(topic, "ignored")
+            return
+        processor = self._processor(partition)
+        before = processor.watermark
+        step = processor.process(kind, decoded)
+        if processor.watermark != before:
+            self.tickets[_WATERMARK_KEY + b"%d" % partition] = repr(processor.watermark).encode()
+            self.metrics.watermark(partition, processor.watermark, now)
+        await self._publish(step, partition, processor.watermark)
+
+    def _processor(self, partition: int) -> TicketProcessor:
+        processor = self.processors.get(partition)
+        if processor is None:
+            raw = self.tickets.get(_WATERMARK_KEY + b"%d" % partition)
+            watermark = float(raw) if raw is not None else float("-inf")
+            store = TableTicketStore(self.tickets, partition)
+            processor = TicketProcessor(store, self.rules, watermark)
+            self.processors[partition] = processor
+            log.info("partition %d: %d tickets with pending timers, watermark %s",
+                     partition, sum(1 for _ in processor.pending_timers()),
+                     format_rfc3339(watermark) if watermark > 0 else "none")
+        return processor
+
+    async def _publish(self, step: Step, partition: int, watermark: float) -> None:
+        topic_names = {TICKETS: self.settings.topics.tickets, SURVEYS: self.settings.topics.surveys}
+        for (kind, outcome), count in step.outcomes.items():
+            self.metrics.outcome(topic_names[kind], outcome, count)
+        for (queue, channel), buckets in group_deltas(step.deltas).items():
+            payload = {"q": queue, "c": channel, "b": buckets, "p": partition, "w": watermark}
+            await self.deltas.send(
+                key=f"{queue}|{channel}".encode(),
+                value=orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS),
+            )
+
+    async def _dead_letter(
+        self,
+        reason: DeadLetter,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        now: float,
+    ) -> None:
+        record = DeadLetterRecord.build(
+            reason=reason.reason,
+            detail=reason.detail,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=key,
+            value=value,
+            received_at=format_rfc3339(round(now, 3)),
+        )
+        await self.deadletter.send(key=key, value=record.model_dump_json().encode())
+        self.metrics.dead_letter(topic, reason.reason)
+        # The payload may hold personal data: only the coordinates at INFO.
+        log.info("dead-lettered %s[%d]@%d: %s", topic, partition, offset, reason.reason)
+
+    async def _on_revoked(self, sender: Any, revoked: Any, **_: Any) -> None:
+        inputs = {self.settings.topics.tickets, self.settings.topics.surveys}
+        for tp in revoked:
+            if tp.topic in inputs and self.processors.pop(tp.partition, None) is not None:
+                self.metrics.forget_partition(tp.partition)
+
+    # Stage 2 ---------------------------------------------------------------------
+
+    async def _aggregate(self, stream: Any) -> None:
+        async for value in stream:
+            payload = orjson.loads(value)
+            queue, channel = payload["q"], payload["c"]
+            for start, cells in payload["b"].items():
+                key = f"{queue}|{channel}|{start}".encode()
+                raw = self.windows.get(key)
+                state = WindowState() if raw is None else WindowState.from_list(orjson.loads(raw))
+                if apply_deltas(state, cells):
+                    self.windows[key] = orjson.dumps(state.to_list())
+                    self.dirty.add(key)
+
+    async def _emit(self) -> None:
+        dirty, self.dirty = self.dirty, set()
+        now = time.time()
+        for key in dirty:
+            raw = self.windows.get(key)
+            if raw is None:
+                continue  # the partition moved to another worker
+            queue, channel, start = key.decode().split("|")
+            wkey = (queue, channel, int(start))
+            record = render(wkey, WindowState.from_list(orjson.loads(raw)), now)
+            await self.kpis.send(key=window_id(wkey).encode(), value=orjson.dumps(record))
