@@ -25,10 +25,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     schema = sub.add_parser("schema", help="write the JSON Schema of the input events")
     schema.add_argument("--out", type=Path, help="file to write (default: standard output)")
 
-    from kpimon import simulator
+    from kpimon import simulator, tail
 
     simulate = sub.add_parser("simulate", help="produce realistic contact-centre traffic")
     simulator.add_arguments(simulate)
+
+    follow = sub.add_parser("tail", help="print KPI window records as they are published")
+    tail.add_arguments(follow)
 
     args = parser.parse_args(argv)
     try:
@@ -39,6 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "schema":
             return _schema(args)
+        if args.command == "tail":
+            return tail.run(args)
         return simulator.run(args)
     except ConfigError as exc:
         print(f"kpimon: {exc}", file=sys.stderr)

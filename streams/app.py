@@ -213,8 +213,11 @@ class KpiWorker:
                     self.dirty.add(key)
 
     async def _emit(self) -> None:
+        # Render every dirty window before the first await: a window that changes while
+        # records are being sent is then emitted once, next time, with its new revision.
         dirty, self.dirty = self.dirty, set()
         now = time.time()
+        records: list[tuple[bytes, bytes]] = []
         for key in dirty:
             raw = self.windows.get(key)
             if raw is None:
@@ -222,4 +225,6 @@ class KpiWorker:
             queue, channel, start = key.decode().split("|")
             wkey = (queue, channel, int(start))
             record = render(wkey, WindowState.from_list(orjson.loads(raw)), now)
-            await self.kpis.send(key=window_id(wkey).encode(), value=orjson.dumps(record))
+            records.append((window_id(wkey).encode(), orjson.dumps(record)))
+        for record_key, value in records:
+            await self.kpis.send(key=record_key, value=value)

@@ -105,7 +105,7 @@ class TicketProcessor:
         heapq.heapify(self._timers)
 
     def process(self, topic: str, event: TicketEvent | SurveyResponded) -> Step:
-        """Apply one decoded event; the watermark advances to its time if later."""
+        """Apply one decoded event; a later ticket event advances the watermark."""
         step = Step()
         ticket_id = event.ticket_id
         facts = self.store.get(ticket_id)
@@ -115,7 +115,10 @@ class TicketProcessor:
             step.outcomes[(topic, "duplicate")] += 1
             return step
 
-        if event.occurred_at > self.watermark:
+        # Only ticket events move the watermark. The surveys topic is sparse and is read
+        # at its own pace (during a replay it can run hours ahead of the tickets
+        # partition); letting it move time would orphan ticket events not yet read.
+        if topic == TICKETS and event.occurred_at > self.watermark:
             self.watermark = event.occurred_at
         old = contributions(facts, facts.evaluated_at, self.rules) if facts.seen else {}
         facts.seen.append(event.event_id)

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Idempotent set-up on a fresh machine: Python venv with kpimon and its tools, and the
+# Apache Kafka broker jars (fetched once with Maven, then cached).
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+need() {
+  command -v "$1" >/dev/null 2>&1 || { say "missing '$1': $2"; exit 1; }
+}
+need python3.11 "install Python 3.11" 2>/dev/null || need python3 "install Python 3.11"
+need java "install a Java 17 runtime (Debian: openjdk-17-jre-headless)"
+need mvn "install Maven (Debian: maven)"
+
+py=$(command -v python3.11 || command -v python3)
+if ! "$py" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+  say "kpimon needs Python 3.11 (found $("$py" --version))"; exit 1
+fi
+
+stamp=.venv/.kpimon-installed
+if [ ! -x .venv/bin/python ]; then
+  say "creating the virtualenv in .venv"
+  "$py" -m venv .venv
+fi
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  say "installing kpimon and its dependencies into .venv (first run takes a minute)"
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -e '.[dev]'
+  touch "$stamp"
+fi
+
+KPIMON_PYTHON="$repo/.venv/bin/python" deploy/local-kafka/kafkactl fetch
+say "ready"
