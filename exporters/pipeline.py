@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -61,7 +62,5 @@ class PipelineMetrics:
     def forget_partition(self, partition: int) -> None:
         """Drop the series of a partition this worker no longer owns."""
         for gauge in (self.watermarks, self.lag):
-            try:
+            with contextlib.suppress(KeyError):  # never exported for that partition
                 gauge.remove(str(partition))
-            except KeyError:
-                pass

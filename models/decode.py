@@ -68,7 +68,7 @@ def decode(
     """Classify one input message; `now` is the wall-clock for the future check."""
     try:
         return _decode(topic, key, value, now, max_clock_skew, max_bytes)
-    except Exception as exc:  # noqa: BLE001 - the contract is "never crash the worker"
+    except Exception as exc:
         return DeadLetter("schema", f"unexpected validation failure: {type(exc).__name__}")
 
 
@@ -87,6 +87,10 @@ def _decode(
     try:
         obj = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
+        if str(exc).startswith("number is infinity"):
+            # Valid JSON syntax (e.g. 1e999) whose value no field accepts: a field
+            # rule, like NaN/Infinity in a number field (docs/semantics.md).
+            return DeadLetter("schema", f"number out of range: {exc}"[:200])
         return DeadLetter("invalid_json", str(exc)[:200])
     if not isinstance(obj, dict):
         return DeadLetter("not_an_object", f"top-level JSON value is {_json_type(obj)}")
@@ -102,7 +106,7 @@ def _decode(
     try:
         event = (model or Envelope).model_validate(obj)
     except ValidationError as exc:
-        return _validation_dead_letter(exc)
+        return _validation_dead_letter(exc, obj)
     assert isinstance(event_type, str)
 
     if event.occurred_at > now + max_clock_skew:
@@ -121,9 +125,13 @@ def _decode(
     return event  # type: ignore[return-value]
 
 
-def _validation_dead_letter(exc: ValidationError) -> DeadLetter:
+def _validation_dead_letter(exc: ValidationError, obj: dict[str, Any]) -> DeadLetter:
     errors = exc.errors(include_url=False, include_input=False)
-    if any(err["loc"][:1] == ("occurred_at",) for err in errors):
+    # bad_timestamp is for a string that is not RFC 3339; a missing or non-string
+    # occurred_at breaks a field rule like any other (schema).
+    if isinstance(obj.get("occurred_at"), str) and any(
+        err["loc"][:1] == ("occurred_at",) for err in errors
+    ):
         err = next(e for e in errors if e["loc"][:1] == ("occurred_at",))
         return DeadLetter("bad_timestamp", str(err["msg"])[:300])
     parts = [f"{'.'.join(str(p) for p in err['loc']) or '<event>'}: {err['msg']}" for err in errors]

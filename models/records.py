@@ -10,7 +10,9 @@ from pydantic import BaseModel, ConfigDict
 HIST_BOUNDS: tuple[float, ...] = (
     15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 28800, 86400, float("inf"),
 )
-HIST_KEYS: tuple[str, ...] = tuple("+Inf" if b == float("inf") else str(int(b)) for b in HIST_BOUNDS)
+HIST_KEYS: tuple[str, ...] = tuple(
+    "+Inf" if b == float("inf") else str(int(b)) for b in HIST_BOUNDS
+)
 
 COUNT_FIELDS: tuple[str, ...] = (
     "tickets_created",

@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta, timezone
 # shape is checked first and the calendar by datetime itself.
 _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?"
-    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))"
+    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))",
+    re.ASCII,  # else \d matches any Unicode digit (Arabic-Indic, fullwidth, ...)
 )
 
 

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from exporters.pipeline import PipelineMetrics
 from kpimon.config import Settings
-from models.decode import DeadLetter, Ignored, decode
+from models.decode import DeadLetter, Ignored, TopicKind, decode
 from models.records import DeadLetterRecord
 from models.timestamps import format_rfc3339
 from streams.facts import TicketFacts
@@ -38,30 +38,47 @@ _PROMETHEUS_TEXT = "text/plain; version=0.0.4"
 class TableTicketStore:
     """`TicketStore` over a Faust table, for the tickets of one input partition.
 
-    The memory store does not say which partition a key belongs to, so each value
-    starts with its partition number; recovery then regroups tickets by partition.
+    Writes name their changelog partition explicitly instead of taking it from the
+    current event, so the idle-watermark timer can settle tickets outside any event;
+    a ticket's state always lives in its own partition's changelog either way. The
+    memory store does not say which partition a key belongs to, so each value starts
+    with its partition number, and recovery regroups tickets by it.
     """
 
     def __init__(self, table: Any, partition: int) -> None:
         self.table = table
         self.partition = partition
         self._prefix = b"%d " % partition
+        self._watermark_key = _WATERMARK_KEY + b"%d" % partition
 
     def get(self, ticket_id: str) -> TicketFacts | None:
-        raw = self.table.get(ticket_id.encode())
+        raw = self.table.data.get(ticket_id.encode())
         return None if raw is None else TicketFacts.from_bytes(raw[len(self._prefix):])
 
     def put(self, ticket_id: str, facts: TicketFacts) -> None:
-        self.table[ticket_id.encode()] = self._prefix + facts.to_bytes()
+        self._write(ticket_id.encode(), self._prefix + facts.to_bytes())
 
     def delete(self, ticket_id: str) -> None:
-        self.table.pop(ticket_id.encode(), None)
+        key = ticket_id.encode()
+        self.table.data.pop(key, None)
+        self.table.send_changelog(self.partition, key, None, value_serializer="raw")
 
     def items(self) -> Iterator[tuple[str, TicketFacts]]:
         prefix = self._prefix
-        for key, raw in list(self.table.items()):
+        for key, raw in list(self.table.data.items()):
             if not key.startswith(_WATERMARK_KEY) and raw.startswith(prefix):
                 yield key.decode(), TicketFacts.from_bytes(raw[len(prefix):])
+
+    def load_watermark(self) -> float:
+        raw = self.table.data.get(self._watermark_key)
+        return float(raw) if raw is not None else float("-inf")
+
+    def save_watermark(self, watermark: float) -> None:
+        self._write(self._watermark_key, repr(watermark).encode())
+
+    def _write(self, key: bytes, value: bytes) -> None:
+        self.table.data[key] = value
+        self.table.send_changelog(self.partition, key, value)
 
 
 class KpiWorker:
@@ -74,6 +91,9 @@ class KpiWorker:
         topics = settings.topics
         self.metrics = PipelineMetrics(self.registry, (topics.tickets, topics.surveys))
         self.processors: dict[int, TicketProcessor] = {}
+        self.stores: dict[int, TableTicketStore] = {}
+        # partition -> (wall-clock of its last ticket event, watermark then)
+        self.activity: dict[int, tuple[float, float]] = {}
         self.dirty: set[bytes] = set()
 
         conf = settings.worker
@@ -92,27 +112,36 @@ class KpiWorker:
             key_serializer="raw",
             value_serializer="raw",
         )
-        raw = {"key_type": bytes, "value_type": bytes,
-               "key_serializer": "raw", "value_serializer": "raw"}
         n = settings.kafka.partitions
-        self.inputs = self.app.topic(topics.tickets, topics.surveys, **raw)
-        self.deltas = self.app.topic(f"{conf.app_id}-deltas", partitions=n, internal=True, **raw)
-        self.kpis = self.app.topic(topics.kpis, **raw)
-        self.deadletter = self.app.topic(topics.deadletter, **raw)
-        table = {"key_type": bytes, "value_type": bytes}
-        self.tickets = self.app.Table("tickets", partitions=n, **table)
-        self.windows = self.app.Table("windows", partitions=n, **table)
+        self.inputs = self._raw_topic(topics.tickets, topics.surveys)
+        self.deltas = self._raw_topic(f"{conf.app_id}-deltas", partitions=n, internal=True)
+        self.kpis = self._raw_topic(topics.kpis)
+        self.deadletter = self._raw_topic(topics.deadletter)
+        self.tickets = self.app.Table("tickets", partitions=n, key_type=bytes, value_type=bytes)
+        self.windows = self.app.Table("windows", partitions=n, key_type=bytes, value_type=bytes)
 
         self.app.agent(self.inputs, name="ingest")(self._ingest)
         self.app.agent(self.deltas, name="aggregate")(self._aggregate)
         self.app.timer(settings.windows.emit_interval, name="emit")(self._emit)
+        if settings.rules.watermark_idle_seconds > 0:
+            self.app.timer(1.0, name="advance_idle")(self._advance_idle)
         registry = self.registry
 
         async def metrics(view: Any, request: Any) -> Any:
             return view.bytes(generate_latest(registry), content_type=_PROMETHEUS_TEXT)
 
         self.app.page("/metrics", name="metrics")(metrics)
-        self.app.on_partitions_revoked.connect(self._on_revoked)
+        self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+
+    def _raw_topic(
+        self, *names: str, partitions: int | None = None, internal: bool = False
+    ) -> Any:
+        # Bytes in, bytes out: decoding is ours (models.decode), so bad input can be
+        # dead-lettered instead of failing inside Faust's deserialiser.
+        return self.app.topic(
+            *names, key_type=bytes, value_type=bytes, key_serializer="raw",
+            value_serializer="raw", partitions=partitions, internal=internal,
+        )
 
     # Stage 1 ---------------------------------------------------------------------
 
@@ -124,7 +153,7 @@ class KpiWorker:
     async def handle_input(
         self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
     ) -> None:
-        kind = TICKETS if topic == self.settings.topics.tickets else SURVEYS
+        kind: TopicKind = "tickets" if topic == self.settings.topics.tickets else "surveys"
         now = time.time()
         decoded = decode(
             kind, key, value, now=now, max_clock_skew=self.settings.rules.max_clock_skew
@@ -138,23 +167,49 @@ class KpiWorker:
         processor = self._processor(partition)
         before = processor.watermark
         step = processor.process(kind, decoded)
+        if kind == "tickets":
+            self.activity[partition] = (now, processor.watermark)
+        await self._settle(partition, processor, before, step, now)
+
+    async def _settle(
+        self, partition: int, processor: TicketProcessor, before: float, step: Step, now: float
+    ) -> None:
         if processor.watermark != before:
-            self.tickets[_WATERMARK_KEY + b"%d" % partition] = repr(processor.watermark).encode()
+            self.stores[partition].save_watermark(processor.watermark)
             self.metrics.watermark(partition, processor.watermark, now)
         await self._publish(step, partition, processor.watermark)
 
     def _processor(self, partition: int) -> TicketProcessor:
         processor = self.processors.get(partition)
         if processor is None:
-            raw = self.tickets.get(_WATERMARK_KEY + b"%d" % partition)
-            watermark = float(raw) if raw is not None else float("-inf")
             store = TableTicketStore(self.tickets, partition)
+            watermark = store.load_watermark()
             processor = TicketProcessor(store, self.rules, watermark)
             self.processors[partition] = processor
+            self.stores[partition] = store
+            self.activity[partition] = (time.time(), watermark)
             log.info("partition %d: %d tickets with pending timers, watermark %s",
                      partition, sum(1 for _ in processor.pending_timers()),
                      format_rfc3339(watermark) if watermark > 0 else "none")
         return processor
+
+    async def _advance_idle(self) -> None:
+        """Let event time follow wall-clock on partitions with no ticket event lately.
+
+        A quiet night queue must still breach its SLA; the advance continues from the
+        last watermark at the pace of the wall-clock, so a live stream sees no jump.
+        """
+        idle = self.settings.rules.watermark_idle_seconds
+        if self.app.rebalancing:
+            return
+        now = time.time()
+        for partition, processor in list(self.processors.items()):
+            wall, base = self.activity[partition]
+            if now - wall < idle or base == float("-inf"):
+                continue
+            before = processor.watermark
+            step = processor.advance(base + (now - wall))
+            await self._settle(partition, processor, before, step, now)
 
     async def _publish(self, step: Step, partition: int, watermark: float) -> None:
         topic_names = {TICKETS: self.settings.topics.tickets, SURVEYS: self.settings.topics.surveys}
@@ -196,6 +251,7 @@ class KpiWorker:
         inputs = {self.settings.topics.tickets, self.settings.topics.surveys}
         for tp in revoked:
             if tp.topic in inputs and self.processors.pop(tp.partition, None) is not None:
+                del self.stores[tp.partition], self.activity[tp.partition]
                 self.metrics.forget_partition(tp.partition)
 
     # Stage 2 ---------------------------------------------------------------------
