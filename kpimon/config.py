@@ -36,7 +36,8 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: `inf` (TOML literal or environment text) is not a duration.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class KafkaConfig(_Section):
@@ -107,14 +108,17 @@ class Settings(_Section):
     @field_validator("sla_targets")
     @classmethod
     def _targets(cls, v: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        problems = []
         for channel, row in v.items():
             if channel not in CHANNELS:
-                raise ValueError(f"unknown channel {channel!r} (one of {', '.join(CHANNELS)})")
+                problems.append(f"unknown channel {channel!r} (one of {', '.join(CHANNELS)})")
             for priority, seconds in row.items():
                 if priority not in PRIORITIES:
-                    raise ValueError(f"unknown priority {priority!r} for {channel}")
-                if not seconds > 0:
-                    raise ValueError(f"target for {channel}/{priority} must be > 0 seconds")
+                    problems.append(f"unknown priority {priority!r} for {channel}")
+                elif not seconds > 0:
+                    problems.append(f"target for {channel}/{priority} must be > 0 seconds")
+        if problems:
+            raise ValueError("; ".join(problems))
         return v
 
     def kpi_rules(self) -> KpiRules:
@@ -155,7 +159,9 @@ def load_settings(
             section, _, key = name[len("KPIMON_"):].lower().partition("__")
         else:
             continue
-        data.setdefault(section, {})[key] = value
+        table = data.setdefault(section, {})
+        if isinstance(table, dict):  # else validation reports the file's non-table value
+            table[key] = value
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:

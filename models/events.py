@@ -6,7 +6,7 @@ which is what every KPI rule computes with.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -16,6 +16,7 @@ from pydantic import (
     PlainSerializer,
     StringConstraints,
     TypeAdapter,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -30,7 +31,8 @@ QueueName = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
 ]
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128)]
-OptionalId = Annotated[str, StringConstraints(min_length=1, max_length=128)] | None
+# agent_id / customer_id: "optional (string)" in the SPEC, with no length rule.
+OptionalId = str | None
 Seconds = Annotated[float, Field(ge=0, le=86400, allow_inf_nan=False)]
 
 
@@ -84,8 +86,15 @@ class TicketCreated(Envelope):
     type: Literal["ticket.created"]
     queue: QueueName
     channel: Channel
-    priority: Annotated[Priority, BeforeValidator(_default_priority)] = "normal"
-    customer_id: Annotated[str, StringConstraints(max_length=256)] | None = None
+    priority: Annotated[
+        Priority,
+        BeforeValidator(_default_priority),
+        # null is accepted ("not given"), so the published schema must allow it too.
+        WithJsonSchema(
+            {"anyOf": [{"enum": list(get_args(Priority)), "type": "string"}, {"type": "null"}]}
+        ),
+    ] = "normal"
+    customer_id: OptionalId = None
 
 
 class AgentReplied(Envelope):

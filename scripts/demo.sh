@@ -26,7 +26,7 @@ trap cleanup INT TERM EXIT
 KPIMON_WORKER__DATA_DIR="$repo/.local/demo/worker" .venv/bin/kpimon worker \
   >.local/demo/worker.log 2>&1 &
 pids+=($!)
-.venv/bin/kpimon simulate --realtime --duration 0 --backfill 3600 --rate "${KPIMON_DEMO_RATE:-30}" \
+.venv/bin/kpimon simulate --realtime --duration 0 --backfill 3600 --rate "${KPIMON_DEMO_RATE:-120}" \
   --duplicates 0.005 --bad 0.001 2>.local/demo/simulator.log &
 pids+=($!)
 
@@ -43,5 +43,10 @@ kpimon demo is running.
   Logs                 .local/demo/worker.log, .local/demo/simulator.log
 Press Ctrl-C to stop.
 MSG
-wait -n "${pids[@]}"
-echo "demo: a process exited; see the logs above" >&2
+rc=0
+wait -n "${pids[@]}" || rc=$?
+# 130/143: the process group got Ctrl-C or SIGTERM, which is the normal way out.
+if [ "$rc" != 130 ] && [ "$rc" != 143 ]; then
+  echo "demo: the worker or the simulator exited (status $rc); see .local/demo/*.log" >&2
+  exit 1
+fi
