@@ -10,11 +10,11 @@ say() { printf 'setup: %s\n' "$*" >&2; }
 need() {
   command -v "$1" >/dev/null 2>&1 || { say "missing '$1': $2"; exit 1; }
 }
-need python3.11 "install Python 3.11" 2>/dev/null || need python3 "install Python 3.11"
 need java "install a Java 17 runtime (Debian: openjdk-17-jre-headless)"
 need mvn "install Maven (Debian: maven)"
 
-py=$(command -v python3.11 || command -v python3)
+py=$(command -v python3.11 || command -v python3 || true)
+[ -n "$py" ] || { say "missing Python 3.11"; exit 1; }
 if ! "$py" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
   say "kpimon needs Python 3.11 (found $("$py" --version))"; exit 1
 fi
