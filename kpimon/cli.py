@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,7 +58,11 @@ def _worker(args: argparse.Namespace) -> int:
     from streams.app import KpiWorker
 
     kpi = KpiWorker(settings)
-    Worker(kpi.app, loglevel=settings.worker.log_level).execute_from_commandline()
+    worker = Worker(kpi.app, loglevel=settings.worker.log_level)
+    # Faust warns each time its fixed 100-message changelog buffer makes a stream wait:
+    # that is backpressure working, and under load it floods the log many times a second.
+    logging.getLogger("faust.transport.producer").setLevel(logging.ERROR)
+    worker.execute_from_commandline()
     return 0
 
 
