@@ -9,9 +9,15 @@ valid events by ticket, compute per-ticket facts, then add contributions to 60 s
 Simplifications (sound for the test data, which is compared only well before the end of
 the stream):
 
-* The input has fully drained and the watermark is far past everything relevant, so
-  every SLA deadline counts as reached: a ticket that is not excluded and has no reply
-  at or before its deadline is breached (bucket of the deadline).
+* Without ``watermarks`` the input has fully drained and the watermark is far past
+  everything relevant, so every SLA deadline counts as reached: a ticket that is not
+  excluded and has no reply at or before its deadline is breached (bucket of the deadline).
+  With ``partitions`` and ``watermarks`` (the per-partition watermarks at the end of the
+  stream) the result is exact at the end instead: a ticket lives on the partition Kafka's
+  default partitioner picks for its key (murmur2 of the UTF-8 ``ticket_id``, positive,
+  modulo the partition count), it is breached only once that partition's watermark has
+  reached its deadline, and the live gauges of SPEC section 6 (``BatchResult.live``,
+  ``BatchResult.oldest_waiting``) are computed against that watermark.
 * A ticket event (other than ``ticket.created``) whose ticket has no ``ticket.created``
   anywhere in the input is ``orphaned``; if the ticket is created anywhere in the input
   the event is ``processed`` (the orphan timeout is never hit by the test data).
@@ -48,7 +54,18 @@ Decisions where neither the SPEC nor semantics.md is explicit:
 * CSAT satisfied is ``score >= scale_max - 1`` except on the 3-point scale, where the
   SPEC's own example says only ``score = 3`` is satisfied (2 of 3 is not "satisfied").
 * ``ces_score_sum`` is a sum, so like the other sums it is a float.
-* Times are kept as integer microseconds so that boundary comparisons are exact.
+* Times are kept as integer microseconds so that boundary comparisons are exact. A
+  watermark (float epoch seconds) is rounded to the nearest microsecond, the precision of
+  the event times it comes from.
+* Live gauges (SPEC section 6), per created ticket with facts from all its events and W
+  the watermark of its partition: *open* = no ``ticket.abandoned`` and either no
+  ``ticket.resolved`` or its latest ``ticket.reopened`` strictly later than its latest
+  ``ticket.resolved``; *waiting* = open with no ``ticket.agent_replied`` at all;
+  *at_risk* = waiting and ``deadline - at_risk_fraction * target <= W < deadline``;
+  ``oldest_waiting[(queue, channel)]`` = max over its waiting tickets of ``W - created_at``.
+  Orphans (never created) are never live. Zero gauge counts are left out.
+* Rolling windows (``rolling``): the sum of the buckets whose start is in
+  ``(end_bucket - length_seconds, end_bucket]``.
 """
 
 from __future__ import annotations
@@ -60,8 +77,11 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
+from fractions import Fraction
 from types import MappingProxyType
 from typing import Any
+
+from aiokafka.partitioner import murmur2
 
 US_PER_S = 1_000_000
 
@@ -142,15 +162,26 @@ class BatchConfig:
         default_factory=lambda: DEFAULT_SLA_TARGETS
     )
     max_message_bytes: int = 64 * 1024
+    at_risk_fraction: float = 0.25
+
+
+LIVE_GAUGES: tuple[str, ...] = ("open", "waiting", "at_risk")
 
 
 @dataclass
 class BatchResult:
-    """Windows keyed (queue, channel, window_start), outcome and dead-letter counts."""
+    """Windows keyed (queue, channel, window_start), outcome and dead-letter counts.
+
+    ``live`` (keyed (queue, channel, priority, gauge), gauge one of ``LIVE_GAUGES``, zero
+    counts left out) and ``oldest_waiting`` (seconds, keyed (queue, channel)) are filled
+    only when ``compute`` is given ``watermarks``.
+    """
 
     windows: dict[tuple[str, str, int], dict[str, Any]]
     outcomes: Counter[tuple[str, str]]
     dead_letter_reasons: Counter[str]
+    live: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
+    oldest_waiting: dict[tuple[str, str], float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -468,10 +499,38 @@ def _earliest(events: list[Event], event_type: str) -> int | None:
     return min(times) if times else None
 
 
+def _latest(events: list[Event], event_type: str) -> int | None:
+    times = [e.at_us for e in events if e.type == event_type]
+    return max(times) if times else None
+
+
+def partition_of(ticket_id: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner picks for the key ``ticket_id`` (UTF-8)."""
+    if partitions < 1:
+        raise ValueError(f"partitions must be at least 1, not {partitions}")
+    hashed: int = murmur2(ticket_id.encode("utf-8"))
+    return (hashed & 0x7FFFFFFF) % partitions
+
+
+def watermark_us(seconds: float) -> int:
+    """A watermark in epoch seconds -> epoch microseconds (nearest microsecond)."""
+    if not math.isfinite(seconds):
+        raise ValueError(f"watermark must be finite, not {seconds}")
+    return round(Fraction(seconds) * US_PER_S)
+
+
 def _ticket_contributions(
-    created: Event, events: list[Event], config: BatchConfig, windows: Windows
+    created: Event,
+    events: list[Event],
+    config: BatchConfig,
+    windows: Windows,
+    watermark: int | None = None,
 ) -> None:
-    """Add the contributions of one created ticket (its counted ticket events)."""
+    """Add the contributions of one created ticket (its counted ticket events).
+
+    ``watermark`` (epoch microseconds) is that of the ticket's partition; None means far
+    past every deadline.
+    """
     assert created.queue is not None and created.channel is not None
     assert created.priority is not None
     queue, channel = created.queue, created.channel
@@ -506,8 +565,8 @@ def _ticket_contributions(
     if not excluded:
         if first_reply_at is not None and first_reply_at <= deadline:
             windows.add(queue, channel, first_reply_at, "sla_met")
-        else:
-            # Watermark assumed past every deadline (see module docstring).
+        elif watermark is None or watermark >= deadline:
+            # Without a watermark it is assumed past every deadline (module docstring).
             windows.add(queue, channel, deadline, "sla_breached")
 
     if first_resolved_at is not None:
@@ -523,6 +582,43 @@ def _ticket_contributions(
             )
             if len(replies) == 1 and not reopened:
                 windows.add(queue, channel, first_resolved_at, "fcr_first_contact")
+
+
+def _live_contributions(
+    created: Event,
+    events: list[Event],
+    config: BatchConfig,
+    watermark: int,
+    live: Counter[tuple[str, str, str, str]],
+    oldest_waiting_us: dict[tuple[str, str], int],
+) -> None:
+    """Add one created ticket to the live gauges, at its partition's ``watermark`` (us)."""
+    assert created.queue is not None and created.channel is not None
+    assert created.priority is not None
+    queue, channel, priority = created.queue, created.channel, created.priority
+
+    if any(e.type == "ticket.abandoned" for e in events):
+        return
+    latest_resolved = _latest(events, "ticket.resolved")
+    latest_reopened = _latest(events, "ticket.reopened")
+    is_open = latest_resolved is None or (
+        latest_reopened is not None and latest_reopened > latest_resolved
+    )
+    if not is_open:
+        return
+    live[(queue, channel, priority, "open")] += 1
+
+    if any(e.type == "ticket.agent_replied" for e in events):
+        return
+    live[(queue, channel, priority, "waiting")] += 1
+    age = watermark - created.at_us
+    key = (queue, channel)
+    oldest_waiting_us[key] = max(age, oldest_waiting_us.get(key, age))
+
+    target = _sla_target_us(config, channel, priority)
+    deadline = created.at_us + target
+    if deadline - round(config.at_risk_fraction * target) <= watermark < deadline:
+        live[(queue, channel, priority, "at_risk")] += 1
 
 
 def _survey_contribution(survey: Event, queue: str, channel: str, windows: Windows) -> None:
@@ -554,8 +650,20 @@ def compute(
     *,
     now: float,
     config: BatchConfig = BatchConfig(),
+    partitions: int | None = None,
+    watermarks: Mapping[int, float] | None = None,
 ) -> BatchResult:
-    """Compute every KPI window and outcome count of the whole input."""
+    """Compute every KPI window and outcome count of the whole input.
+
+    With ``watermarks`` (epoch seconds per partition number, as at the end of the stream;
+    needs ``partitions``, the partition count of the input topics) a ticket is breached
+    only once its partition's watermark reaches its deadline, and the live gauges are
+    computed. Every partition holding a created ticket must have a watermark.
+    """
+    if partitions is not None and partitions < 1:
+        raise ValueError(f"partitions must be at least 1, not {partitions}")
+    if watermarks is not None and partitions is None:
+        raise ValueError("watermarks need partitions")
     outcomes: Counter[tuple[str, str]] = Counter()
     reasons: Counter[str] = Counter()
 
@@ -602,8 +710,20 @@ def compute(
 
     # Step 4: facts and contributions.
     windows = Windows()
+    live: Counter[tuple[str, str, str, str]] = Counter()
+    oldest_waiting_us: dict[tuple[str, str], int] = {}
     for ticket_id, created in created_by_ticket.items():
-        _ticket_contributions(created, ticket_events.get(ticket_id, []), config, windows)
+        events = ticket_events.get(ticket_id, [])
+        watermark: int | None = None
+        if watermarks is not None:
+            assert partitions is not None
+            partition = partition_of(ticket_id, partitions)
+            if partition not in watermarks:
+                raise ValueError(f"no watermark for partition {partition} (ticket {ticket_id!r})")
+            watermark = watermark_us(watermarks[partition])
+        _ticket_contributions(created, events, config, windows, watermark)
+        if watermark is not None:
+            _live_contributions(created, events, config, watermark, live, oldest_waiting_us)
     for survey in surveys:
         ticket = created_by_ticket.get(survey.ticket_id)
         if ticket is not None:
@@ -613,4 +733,44 @@ def compute(
             queue, channel = survey.queue or "unknown", survey.channel or "unknown"
         _survey_contribution(survey, queue, channel, windows)
 
-    return BatchResult(windows=windows.non_zero(), outcomes=outcomes, dead_letter_reasons=reasons)
+    return BatchResult(
+        windows=windows.non_zero(),
+        outcomes=outcomes,
+        dead_letter_reasons=reasons,
+        live={k: n for k, n in live.items() if n},
+        oldest_waiting={k: us / US_PER_S for k, us in oldest_waiting_us.items()},
+    )
+
+
+# ---------------------------------------------------------------------------
+# Rolling windows (SPEC section 3, exported as gauges in section 6)
+
+
+def rolling(
+    windows: Mapping[tuple[str, str, int], Mapping[str, Any]],
+    *,
+    end_bucket: int,
+    length_seconds: int,
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Per (queue, channel), the sum of the windows starting in
+    ``(end_bucket - length_seconds, end_bucket]``: the ``length_seconds/60`` buckets that
+    end with ``end_bucket``. Counts are ints, sums floats, histograms summed cell-wise.
+    A (queue, channel) without a window in range is left out.
+    """
+    if end_bucket % 60 != 0:
+        raise ValueError(f"end_bucket {end_bucket} is not a bucket start")
+    if length_seconds <= 0 or length_seconds % 60 != 0:
+        raise ValueError(f"length_seconds {length_seconds} is not a positive multiple of 60")
+    totals: dict[tuple[str, str], dict[str, Any]] = {}
+    for (queue, channel, start), window in windows.items():
+        if not end_bucket - length_seconds < start <= end_bucket:
+            continue
+        total = totals.setdefault((queue, channel), _empty_window())
+        for name in COUNT_FIELDS:
+            total[name] += int(window[name])
+        for name in SUM_FIELDS:
+            total[name] += float(window[name])
+        for name in HIST_FIELDS:
+            for label in HIST_KEYS:
+                total[name][label] += int(window[name][label])
+    return totals

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 
 from tests.reference.batch import (
     HIST_KEYS,
@@ -16,6 +17,8 @@ from tests.reference.batch import (
     BatchResult,
     compute,
     parse_rfc3339_us,
+    partition_of,
+    rolling,
 )
 
 T0 = 1_795_341_600  # 2026-11-22T10:00:00Z, a bucket start
@@ -614,3 +617,302 @@ def test_every_message_has_exactly_one_outcome() -> None:
     assert sum(r.outcomes.values()) == len(messages)
     assert sum(r.dead_letter_reasons.values()) == len(BAD_CASES)
     assert r.outcomes[(TICKETS, "orphaned")] == 1
+
+
+# --- partitions and per-partition watermarks ----------------------------------
+
+# With 2 partitions (checked below against aiokafka's DefaultPartitioner):
+# t1 and t6 are on partition 1, t2 and t3 on partition 0.
+P = 2
+
+
+def run_at(
+    *messages: Message,
+    watermarks: dict[int, float],
+    config: BatchConfig = DEFAULT_CONFIG,
+) -> BatchResult:
+    """compute() at the end of the stream, with watermarks given as offsets from T0."""
+    marks = {p: T0 + offset for p, offset in watermarks.items()}
+    return compute(messages, now=NOW, config=config, partitions=P, watermarks=marks)
+
+
+@pytest.mark.parametrize("key", ["t1", "t2", "t3", "t6", "ticket-42", "é", "a" * 128])
+@pytest.mark.parametrize("partitions", [1, 2, 3, 12])
+def test_partition_is_what_the_default_partitioner_picks(key: str, partitions: int) -> None:
+    every = list(range(partitions))
+    expected = DefaultPartitioner()(key.encode(), every, every)
+    assert partition_of(key, partitions) == expected
+
+
+def test_partitions_of_the_test_tickets() -> None:
+    assert [partition_of(t, P) for t in ("t1", "t2", "t3", "t6")] == [1, 0, 0, 1]
+
+
+@pytest.mark.parametrize(
+    ("key", "java_murmur2"),
+    # Kafka's UtilsTest vectors for org.apache.kafka.common.utils.Utils.murmur2 (signed).
+    [("21", -973932308), ("foobar", -790332482), ("abc", 479470107)],
+)
+def test_partition_matches_kafkas_java_murmur2(key: str, java_murmur2: int) -> None:
+    for partitions in (1, 2, 3, 12, 100):
+        assert partition_of(key, partitions) == (java_murmur2 & 0x7FFFFFFF) % partitions
+
+
+@pytest.mark.parametrize(
+    ("w1", "breached"),
+    [
+        (19.999999, 0),  # a microsecond before the deadline (phone: created 0 + 20 s)
+        (20, 1),  # exactly at the deadline: reached
+        (1000, 1),
+    ],
+)
+def test_breach_needs_the_tickets_partition_watermark(w1: float, breached: int) -> None:
+    # t1 is on partition 1; partition 0's watermark is far past, which must not count.
+    r = run_at(created("t1", 0, channel="phone"), watermarks={0: 5000, 1: w1})
+    assert win(r, 0, channel="phone")["sla_breached"] == breached
+    assert win(r, 0, channel="phone")["sla_met"] == 0
+    assert win(r, 0, channel="phone")["tickets_created"] == 1
+
+
+def test_other_partitions_watermark_does_not_breach() -> None:
+    # t2 (partition 0) past its deadline, t1 (partition 1) not: only t2 is breached.
+    r = run_at(
+        created("t1", 0, channel="phone"),
+        created("t2", 0, channel="phone"),
+        watermarks={0: 20, 1: 19},
+    )
+    assert win(r, 0, channel="phone")["sla_breached"] == 1
+    r = run_at(
+        created("t1", 0, channel="phone"),
+        created("t2", 0, channel="phone"),
+        watermarks={0: 19, 1: 20},
+    )
+    assert win(r, 0, channel="phone")["sla_breached"] == 1
+    r = run_at(
+        created("t1", 0, channel="phone"),
+        created("t2", 0, channel="phone"),
+        watermarks={0: 19, 1: 19},
+    )
+    assert win(r, 0, channel="phone")["sla_breached"] == 0
+
+
+def test_met_and_excluded_do_not_depend_on_the_watermark() -> None:
+    # t1 replied exactly at its deadline: met. t6 abandoned before its deadline: excluded.
+    r = run_at(
+        created("t1", 0, channel="phone"),
+        replied("t1", 20),
+        created("t6", 0, channel="phone"),
+        abandoned("t6", 10),
+        watermarks={0: 0, 1: 15},
+    )
+    w = win(r, 0, channel="phone")
+    assert (w["sla_met"], w["sla_breached"]) == (1, 0)
+    r = run_at(created("t6", 0, channel="phone"), abandoned("t6", 10), watermarks={0: 0, 1: 9000})
+    assert win(r, 0, channel="phone")["sla_breached"] == 0
+
+
+def test_watermarks_need_partitions_and_a_mark_per_ticket_partition() -> None:
+    with pytest.raises(ValueError, match="need partitions"):
+        compute([created("t1", 0)], now=NOW, watermarks={0: T0})
+    with pytest.raises(ValueError, match="partition 1"):
+        compute([created("t1", 0)], now=NOW, partitions=P, watermarks={0: T0})
+    with pytest.raises(ValueError, match="at least 1"):
+        compute([created("t1", 0)], now=NOW, partitions=0, watermarks={0: T0})
+
+
+def test_no_watermarks_keeps_todays_behaviour() -> None:
+    r = compute([created("t1", 0, channel="phone")], now=NOW, partitions=P)
+    assert win(r, 1, channel="phone")["sla_breached"] == 0
+    assert win(r, 0, channel="phone")["sla_breached"] == 1
+    assert (r.live, r.oldest_waiting) == ({}, {})
+    assert run(created("t1", 0)).live == {}
+
+
+# --- live gauges at the end ---------------------------------------------------
+
+
+def gauges(result: BatchResult, priority: str = "normal") -> tuple[int, int, int]:
+    """(open, waiting, at_risk) of billing/chat/priority."""
+    return tuple(  # type: ignore[return-value]
+        result.live.get(("billing", "chat", priority, g), 0) for g in ("open", "waiting", "at_risk")
+    )
+
+
+@pytest.mark.parametrize(
+    ("w1", "expected"),
+    [
+        # chat target 60 s, created at 0: deadline 60, at risk from 60 - 0.25*60 = 45.
+        (0, (1, 1, 0)),
+        (44.999999, (1, 1, 0)),
+        (45, (1, 1, 1)),  # exactly deadline - 0.25 * target: at risk
+        (59.999999, (1, 1, 1)),
+        (60, (1, 1, 0)),  # exactly at the deadline: breached, no longer at risk
+        (600, (1, 1, 0)),
+    ],
+)
+def test_at_risk_boundaries(w1: float, expected: tuple[int, int, int]) -> None:
+    r = run_at(created("t1", 0), watermarks={0: 1000, 1: w1})
+    assert gauges(r) == expected
+    assert r.oldest_waiting == {("billing", "chat"): float(w1)}
+    assert win(r, 1)["sla_breached"] == (1 if w1 >= 60 else 0)
+
+
+def test_at_risk_fraction_is_configurable_and_priority_is_a_label() -> None:
+    # email urgent: target 3600 s; fraction 0.5 -> at risk from 1800 to 3600.
+    config = BatchConfig(at_risk_fraction=0.5)
+    r = run_at(
+        created("t1", 0, channel="email", priority="urgent"),
+        watermarks={0: 0, 1: 1800},
+        config=config,
+    )
+    assert r.live == {
+        ("billing", "email", "urgent", "open"): 1,
+        ("billing", "email", "urgent", "waiting"): 1,
+        ("billing", "email", "urgent", "at_risk"): 1,
+    }
+    r = run_at(
+        created("t1", 0, channel="email", priority="urgent"),
+        watermarks={0: 0, 1: 1799.999999},
+        config=config,
+    )
+    assert ("billing", "email", "urgent", "at_risk") not in r.live
+
+
+def test_replied_is_open_but_not_waiting() -> None:
+    r = run_at(created("t1", 0), replied("t1", 10), watermarks={0: 0, 1: 50})
+    assert r.live == {("billing", "chat", "normal", "open"): 1}
+    assert r.oldest_waiting == {}
+
+
+def test_replied_after_the_deadline_is_not_waiting_either() -> None:
+    r = run_at(created("t1", 0), replied("t1", 500), watermarks={0: 0, 1: 500})
+    assert gauges(r) == (1, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("facts", "expected"),
+    [
+        ([resolved("t1", 100)], (0, 0, 0)),
+        ([resolved("t1", 100), reopened("t1", 200)], (1, 1, 0)),  # reopened after: open again
+        ([resolved("t1", 100), reopened("t1", 100)], (0, 0, 0)),  # same instant: not later
+        ([resolved("t1", 100), reopened("t1", 200), resolved("t1", 300)], (0, 0, 0)),
+        # arrival order does not matter, occurred_at does (late earlier resolution)
+        ([reopened("t1", 200), resolved("t1", 300), resolved("t1", 100)], (0, 0, 0)),
+        ([resolved("t1", 300), reopened("t1", 400), resolved("t1", 100)], (1, 1, 0)),
+        # a reopen without any resolution: open (never resolved)
+        ([reopened("t1", 50)], (1, 1, 0)),
+        ([abandoned("t1", 10)], (0, 0, 0)),
+        ([abandoned("t1", 10), resolved("t1", 20), reopened("t1", 30)], (0, 0, 0)),
+        ([replied("t1", 10), resolved("t1", 100), reopened("t1", 200)], (1, 0, 0)),
+    ],
+)
+def test_open_and_waiting(facts: list[Message], expected: tuple[int, int, int]) -> None:
+    r = run_at(created("t1", 0), *facts, watermarks={0: 0, 1: 1000})
+    assert gauges(r) == expected
+    assert (("billing", "chat") in r.oldest_waiting) == bool(expected[1])
+    assert all(n > 0 for n in r.live.values())  # zero counts are left out
+
+
+def test_orphans_are_never_live() -> None:
+    r = run_at(replied("t1", 10), reopened("t2", 20), watermarks={0: 100, 1: 100})
+    assert (r.live, r.oldest_waiting) == ({}, {})
+
+
+def test_live_counts_sum_over_tickets() -> None:
+    # t1, t6 (partition 1) and t2, t3 (partition 0), all billing/chat/normal.
+    r = run_at(
+        created("t1", 0),
+        created("t6", 10),
+        replied("t6", 20),
+        created("t2", 0),
+        created("t3", 0),
+        abandoned("t3", 5),
+        watermarks={0: 30, 1: 50},
+    )
+    # open t1, t6, t2; waiting t1, t2; at risk: t1 only (W 50 in [45, 60)), t2 has W 30.
+    assert gauges(r) == (3, 2, 1)
+
+
+def test_oldest_waiting_uses_each_tickets_partition_watermark() -> None:
+    r = run_at(
+        created("t1", 10),  # partition 1: 100 - 10 = 90
+        created("t2", 50),  # partition 0: 200 - 50 = 150 (created later, yet older)
+        created("t6", 0),  # partition 1, replied: not waiting
+        replied("t6", 1),
+        created("t3", 0.5, queue="sales"),  # partition 0: 200 - 0.5
+        created("t3x", 0, channel="email"),  # resolved: not open
+        resolved("t3x", 5),
+        watermarks={0: 200, 1: 100},
+    )
+    assert r.oldest_waiting == {("billing", "chat"): 150.0, ("sales", "chat"): 199.5}
+
+
+def test_watermark_is_taken_to_the_microsecond() -> None:
+    # created at 0.000001; W = 45.000001 is exactly deadline - 15 s: at risk.
+    r = run_at(created("t1", 0.000001), watermarks={0: 0, 1: 45.000001})
+    assert gauges(r) == (1, 1, 1)
+    assert r.oldest_waiting[("billing", "chat")] == pytest.approx(45.0, abs=1e-6)
+
+
+# --- rolling windows ----------------------------------------------------------
+
+
+def rolling_input() -> BatchResult:
+    # Chat, every reply within target (met in the bucket of the reply).
+    return run(
+        created("a", 0), replied("a", 10),  # minute 0, FRT 10
+        created("b", 60), replied("b", 90),  # minute 1, FRT 30
+        created("c", 299), replied("c", 299.5),  # minute 4, FRT 0.5
+        created("d", 300), replied("d", 330),  # minute 5, FRT 30
+        created("e", 360), replied("e", 361),  # minute 6, FRT 1
+        created("f", 240, queue="sales"), replied("f", 250),  # sales minute 4, FRT 10
+        survey("d", 301, "ces", 4),  # minute 5
+    )  # fmt: skip
+
+
+def test_rolling_sums_the_buckets_ending_with_end_bucket() -> None:
+    r = rolling_input()
+    # 5 minutes ending with minute 5: starts in (T0, T0+300] -> minutes 1..5.
+    # Minute 0 starts exactly length_seconds before the end: excluded. Minute 6 is later.
+    totals = rolling(r.windows, end_bucket=T0 + 300, length_seconds=300)
+    assert set(totals) == {("billing", "chat"), ("sales", "chat")}
+    b = totals[("billing", "chat")]
+    assert (b["tickets_created"], b["frt_count"], b["sla_met"], b["sla_breached"]) == (3, 3, 3, 0)
+    assert b["frt_sum_seconds"] == 60.5
+    assert b["frt_hist"] == {k: (1 if k == "15" else 3) for k in HIST_KEYS}
+    assert (b["ces_responses"], b["ces_score_sum"]) == (1, 4.0)
+    assert type(b["tickets_created"]) is int and type(b["frt_sum_seconds"]) is float
+    assert type(b["ces_score_sum"]) is float and type(b["aht_sum_seconds"]) is float
+    assert b["aht_hist"] == dict.fromkeys(HIST_KEYS, 0)
+    s = totals[("sales", "chat")]
+    assert (s["tickets_created"], s["frt_sum_seconds"]) == (1, 10.0)
+
+
+def test_rolling_end_bucket_is_included_and_the_start_edge_excluded() -> None:
+    r = rolling_input()
+    one = rolling(r.windows, end_bucket=T0, length_seconds=60)  # just minute 0
+    assert set(one) == {("billing", "chat")}
+    only = one[("billing", "chat")]
+    assert (only["tickets_created"], only["frt_sum_seconds"]) == (1, 10.0)
+    # Six minutes ending with minute 5 reach back to minute 0.
+    six = rolling(r.windows, end_bucket=T0 + 300, length_seconds=360)
+    assert six[("billing", "chat")]["tickets_created"] == 4
+    # Ending with minute 3 (no window there): minutes 0..3 in the 1 h window.
+    hour = rolling(r.windows, end_bucket=T0 + 180, length_seconds=3600)
+    assert set(hour) == {("billing", "chat")}
+    assert hour[("billing", "chat")]["tickets_created"] == 2
+    # Nothing in range: empty.
+    assert rolling(r.windows, end_bucket=T0 - 60, length_seconds=300) == {}
+
+
+def test_rolling_does_not_change_its_input() -> None:
+    r = rolling_input()
+    before = json.dumps(sorted(r.windows.items()))
+    rolling(r.windows, end_bucket=T0 + 300, length_seconds=86400)
+    assert json.dumps(sorted(r.windows.items())) == before
+
+
+@pytest.mark.parametrize(("end", "length"), [(T0 + 30, 300), (T0, 0), (T0, 90), (T0, -60)])
+def test_rolling_rejects_non_bucket_arguments(end: int, length: int) -> None:
+    with pytest.raises(ValueError):
+        rolling({}, end_bucket=end, length_seconds=length)
