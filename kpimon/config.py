@@ -74,6 +74,13 @@ class WindowsConfig(_Section):
     emit_interval: float = Field(default=1.0, gt=0, le=60)
 
 
+class MetricsConfig(_Section):
+    # At most this many distinct queue label values; later names are exported as "other".
+    max_queues: int = Field(default=200, ge=1, le=10_000)
+    # Queue names that always get their own label, whatever arrives first.
+    queues: list[str] = Field(default_factory=list)
+
+
 class HttpConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=6066, ge=0, le=65535)
@@ -101,6 +108,7 @@ class Settings(_Section):
     topics: TopicsConfig = TopicsConfig()
     rules: RulesConfig = RulesConfig()
     windows: WindowsConfig = WindowsConfig()
+    metrics: MetricsConfig = MetricsConfig()
     http: HttpConfig = HttpConfig()
     worker: WorkerConfig = WorkerConfig()
     sla_targets: dict[str, dict[str, float]] = Field(default_factory=dict)

@@ -19,6 +19,8 @@ import faust
 import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 
+from exporters.kpis import KpiCollector
+from exporters.labels import QueueLabels
 from exporters.pipeline import PipelineMetrics
 from kpimon.config import Settings
 from models.decode import DeadLetter, Ignored, TopicKind, decode
@@ -119,6 +121,14 @@ class KpiWorker:
         self.deadletter = self._raw_topic(topics.deadletter)
         self.tickets = self.app.Table("tickets", partitions=n, key_type=bytes, value_type=bytes)
         self.windows = self.app.Table("windows", partitions=n, key_type=bytes, value_type=bytes)
+        self.live = self.app.Table("live", partitions=n, key_type=bytes, value_type=bytes)
+        # Stage 2's view of each input partition's watermark, from heartbeats.
+        self.source_watermarks: dict[int, float] = {}
+        self._heartbeat_at: dict[int, float] = {}
+        self.labels = QueueLabels(
+            settings.metrics.max_queues, self.registry, tuple(settings.metrics.queues)
+        )
+        self.registry.register(KpiCollector(self, self.labels))
 
         self.app.agent(self.inputs, name="ingest")(self._ingest)
         self.app.agent(self.deltas, name="aggregate")(self._aggregate)
@@ -215,12 +225,35 @@ class KpiWorker:
         topic_names = {TICKETS: self.settings.topics.tickets, SURVEYS: self.settings.topics.surveys}
         for (kind, outcome), count in step.outcomes.items():
             self.metrics.outcome(topic_names[kind], outcome, count)
-        for (queue, channel), buckets in group_deltas(step.deltas).items():
-            payload = {"q": queue, "c": channel, "b": buckets, "p": partition, "w": watermark}
+        payloads: dict[tuple[str, str], dict[str, Any]] = {}
+        for qc, buckets in group_deltas(step.deltas).items():
+            payloads[qc] = {"b": buckets}
+        for (queue, channel, priority, gauge), delta in step.live.items():
+            live = payloads.setdefault((queue, channel), {}).setdefault("l", [])
+            live.append([priority, gauge, delta])
+        for qc, created_at in step.oldest.items():
+            payloads.setdefault(qc, {})["o"] = created_at
+        for (queue, channel), payload in payloads.items():
+            payload.update(q=queue, c=channel, p=partition, w=watermark)
             await self.deltas.send(
                 key=f"{queue}|{channel}".encode(),
                 value=orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS),
             )
+        await self._heartbeat(partition, watermark)
+
+    async def _heartbeat(self, partition: int, watermark: float) -> None:
+        """Tell every stage-2 partition this input partition's watermark, at most 1/s.
+
+        Rolling windows end at the watermark, and a (queue, channel) with no change
+        would otherwise never learn that time moved on.
+        """
+        now = time.monotonic()
+        if watermark == float("-inf") or now - self._heartbeat_at.get(partition, 0.0) < 1.0:
+            return
+        self._heartbeat_at[partition] = now
+        value = orjson.dumps({"hb": watermark, "p": partition})
+        for target in range(self.settings.kafka.partitions):
+            await self.deltas.send(key=None, value=value, partition=target)
 
     async def _dead_letter(
         self,
@@ -259,14 +292,63 @@ class KpiWorker:
     async def _aggregate(self, stream: Any) -> None:
         async for value in stream:
             payload = orjson.loads(value)
+            source = payload["p"]
+            if "hb" in payload:
+                if payload["hb"] > self.source_watermarks.get(source, float("-inf")):
+                    self.source_watermarks[source] = payload["hb"]
+                continue
             queue, channel = payload["q"], payload["c"]
-            for start, cells in payload["b"].items():
+            for start, cells in payload.get("b", {}).items():
                 key = f"{queue}|{channel}|{start}".encode()
                 raw = self.windows.get(key)
                 state = WindowState() if raw is None else WindowState.from_list(orjson.loads(raw))
                 if apply_deltas(state, cells):
                     self.windows[key] = orjson.dumps(state.to_list())
                     self.dirty.add(key)
+            if "l" in payload or "o" in payload:
+                self._apply_live(queue, channel, source, payload)
+
+    def _apply_live(self, queue: str, channel: str, source: int, payload: Any) -> None:
+        key = f"{queue}|{channel}".encode()
+        raw = self.live.get(key)
+        live = {"g": {}, "o": {}} if raw is None else orjson.loads(raw)
+        gauges = live["g"]
+        for priority, gauge, delta in payload.get("l", ()):
+            name = f"{priority}|{gauge}"
+            gauges[name] = gauges.get(name, 0) + delta
+            if not gauges[name]:
+                del gauges[name]
+        if "o" in payload:
+            # Oldest waiting per input partition: a minimum is not a sum of deltas.
+            if payload["o"] is None:
+                live["o"].pop(str(source), None)
+            else:
+                live["o"][str(source)] = payload["o"]
+        self.live[key] = orjson.dumps(live)
+
+    # KpiSource for the collector: only what this worker owns -----------------------
+
+    def watermark(self) -> float | None:
+        return max(self.source_watermarks.values()) if self.source_watermarks else None
+
+    def windows_items(self) -> Iterator[tuple[str, str, int, list[float]]]:
+        for key, raw in list(self.windows.data.items()):
+            queue, channel, start = key.decode().split("|")
+            yield queue, channel, int(start), orjson.loads(raw)[1]
+
+    def live_items(
+        self,
+    ) -> Iterator[tuple[str, str, dict[tuple[str, str], int], float | None]]:
+        for key, raw in list(self.live.data.items()):
+            queue, channel = key.decode().split("|")
+            live = orjson.loads(raw)
+            gauges = {tuple(name.split("|")): n for name, n in live["g"].items()}
+            oldest = [
+                self.source_watermarks[int(p)] - created
+                for p, created in live["o"].items()
+                if int(p) in self.source_watermarks
+            ]
+            yield queue, channel, gauges, max(oldest, default=None)
 
     async def _emit(self) -> None:
         # Render every dirty window before the first await: a window that changes while

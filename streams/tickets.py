@@ -26,6 +26,7 @@ from models.events import (
 )
 from streams.contributions import Contributions, contributions, diff, next_change
 from streams.facts import ABANDONED, HANDLED, REOPENED, REPLY, RESOLVED, Held, Survey, TicketFacts
+from streams.live import LiveKey, is_waiting, live_change, live_state
 from streams.rules import KpiRules
 
 TICKETS, SURVEYS = "tickets", "surveys"
@@ -59,6 +60,17 @@ class Step:
 
     outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
     deltas: Contributions = field(default_factory=dict)
+    live: dict[LiveKey, int] = field(default_factory=dict)
+    # (queue, channel) -> earliest created_at of its waiting tickets (None: none waiting)
+    oldest: dict[tuple[str, str], float | None] = field(default_factory=dict)
+
+    def add_live(self, old: dict[LiveKey, int], new: dict[LiveKey, int]) -> None:
+        for key in old.keys() | new.keys():
+            total = self.live.get(key, 0) + new.get(key, 0) - old.get(key, 0)
+            if total:
+                self.live[key] = total
+            else:
+                self.live.pop(key, None)
 
     def add_deltas(self, more: Contributions) -> None:
         for key, value in more.items():
@@ -91,17 +103,34 @@ class TicketProcessor:
         # others are stale and skipped on pop, so rescheduling later costs no push.
         self._timers: list[tuple[float, str]] = []
         self._scheduled: dict[str, float] = {}
+        # Waiting tickets by (queue, channel): ticket -> created_at, plus a lazy min-heap.
+        self._waiting: dict[tuple[str, str], dict[str, float]] = {}
+        self._waiting_heap: dict[tuple[str, str], list[tuple[float, str]]] = {}
+        self._reported_oldest: dict[tuple[str, str], float | None] = {}
+        self._touched: set[tuple[str, str]] = set()
         self.rebuild_timers(store.items())
 
     def rebuild_timers(self, items: Iterable[tuple[str, TicketFacts]]) -> None:
-        """Recreate the timer heap from stored facts (after recovery)."""
+        """Recreate timers and the waiting index from stored facts (after recovery)."""
         self._timers = []
         self._scheduled = {}
+        self._waiting = {}
+        self._waiting_heap = {}
+        self._reported_oldest = {}
+        self._touched = set()
         for ticket_id, facts in items:
-            due = next_change(facts, self.watermark, self.rules)
-            if due is not None:
-                self._timers.append((due, ticket_id))
-                self._scheduled[ticket_id] = due
+            self._index_waiting(ticket_id, facts)
+            due = [
+                t
+                for t in (
+                    next_change(facts, self.watermark, self.rules),
+                    live_change(facts, self.watermark, self.rules),
+                )
+                if t is not None
+            ]
+            if due:
+                self._timers.append((min(due), ticket_id))
+                self._scheduled[ticket_id] = min(due)
         heapq.heapify(self._timers)
 
     def process(self, topic: str, event: TicketEvent | SurveyResponded) -> Step:
@@ -120,14 +149,15 @@ class TicketProcessor:
         # partition); letting it move time would orphan ticket events not yet read.
         if topic == TICKETS and event.occurred_at > self.watermark:
             self.watermark = event.occurred_at
-        old = contributions(facts, facts.evaluated_at, self.rules) if facts.seen else {}
+        before = self._shown(facts)
         facts.seen.append(event.event_id)
         facts.last_event_at = max(facts.last_event_at, event.occurred_at)
         outcome = self._apply(facts, event, step)
         if outcome is not None:
             step.outcomes[(topic, outcome)] += 1
-        self._settle(ticket_id, facts, old, step)
+        self._settle(ticket_id, facts, before, step)
         self._fire_timers(step)
+        self._report_oldest(step)
         return step
 
     def advance(self, watermark: float) -> Step:
@@ -136,6 +166,7 @@ class TicketProcessor:
         if watermark > self.watermark:
             self.watermark = watermark
             self._fire_timers(step)
+            self._report_oldest(step)
         return step
 
     def _apply(
@@ -181,19 +212,69 @@ class TicketProcessor:
         else:
             facts.reopens.append(t)
 
-    def _settle(self, ticket_id: str, facts: TicketFacts, old: Contributions, step: Step) -> None:
-        """Orphan what timed out, emit the contribution change, schedule the next check."""
+    def _shown(self, facts: TicketFacts) -> tuple[Contributions, dict[LiveKey, int]]:
+        """What the ticket currently contributes (as of its last evaluation)."""
+        if not facts.seen:
+            return {}, {}
+        at = facts.evaluated_at
+        return contributions(facts, at, self.rules), live_state(facts, at, self.rules)
+
+    def _settle(
+        self,
+        ticket_id: str,
+        facts: TicketFacts,
+        before: tuple[Contributions, dict[LiveKey, int]],
+        step: Step,
+    ) -> None:
+        """Orphan what timed out, emit the changes, schedule the next check."""
         if facts.held and not facts.known:
             limit = self.watermark - self.rules.orphan_timeout
             kept = [h for h in facts.held if h.at > limit]
             if len(kept) < len(facts.held):
                 step.outcomes[(TICKETS, "orphaned")] += len(facts.held) - len(kept)
                 facts.held = kept
-        new = contributions(facts, self.watermark, self.rules)
-        step.add_deltas(diff(old, new))
+        step.add_deltas(diff(before[0], contributions(facts, self.watermark, self.rules)))
+        step.add_live(before[1], live_state(facts, self.watermark, self.rules))
         facts.evaluated_at = self.watermark
         self.store.put(ticket_id, facts)
-        self._schedule(ticket_id, next_change(facts, self.watermark, self.rules))
+        self._index_waiting(ticket_id, facts)
+        due = [
+            t
+            for t in (
+                next_change(facts, self.watermark, self.rules),
+                live_change(facts, self.watermark, self.rules),
+            )
+            if t is not None
+        ]
+        self._schedule(ticket_id, min(due) if due else None)
+
+    def _index_waiting(self, ticket_id: str, facts: TicketFacts) -> None:
+        if not facts.known:
+            return
+        qc = (facts.queue, facts.channel)
+        waiting = self._waiting.setdefault(qc, {})
+        if is_waiting(facts):
+            assert facts.created_at is not None
+            if ticket_id not in waiting:
+                waiting[ticket_id] = facts.created_at
+                heapq.heappush(self._waiting_heap.setdefault(qc, []), (facts.created_at, ticket_id))
+                self._touched.add(qc)
+        elif waiting.pop(ticket_id, None) is not None:
+            self._touched.add(qc)
+
+    def _report_oldest(self, step: Step) -> None:
+        """Add the (queue, channel) pairs whose oldest waiting ticket changed."""
+        for qc in self._touched:
+            waiting = self._waiting.get(qc, {})
+            heap = self._waiting_heap.get(qc, [])
+            # Lazy deletion: drop heap entries of tickets no longer waiting.
+            while heap and waiting.get(heap[0][1]) != heap[0][0]:
+                heapq.heappop(heap)
+            oldest = heap[0][0] if heap else None
+            if self._reported_oldest.get(qc, None) != oldest or qc not in self._reported_oldest:
+                self._reported_oldest[qc] = oldest
+                step.oldest[qc] = oldest
+        self._touched.clear()
 
     def _schedule(self, ticket_id: str, due: float | None) -> None:
         if due is None:
@@ -215,10 +296,14 @@ class TicketProcessor:
             if self.watermark >= facts.last_event_at + self.rules.ticket_retention:
                 if facts.held:
                     step.outcomes[(TICKETS, "orphaned")] += len(facts.held)
+                # Forgotten tickets leave the live gauges; their history stays in windows.
+                step.add_live(self._shown(facts)[1], {})
+                if facts.known:
+                    self._waiting.get((facts.queue, facts.channel), {}).pop(ticket_id, None)
+                    self._touched.add((facts.queue, facts.channel))
                 self.store.delete(ticket_id)
                 continue
-            old = contributions(facts, facts.evaluated_at, self.rules)
-            self._settle(ticket_id, facts, old, step)
+            self._settle(ticket_id, facts, self._shown(facts), step)
 
     def pending_timers(self) -> Iterator[tuple[float, str]]:
         """Live timers, earliest first (for inspection and tests)."""

@@ -40,6 +40,8 @@ class Harness:
         self.processor = TicketProcessor(DictStore(), rules or KpiRules())
         self.totals: dict[tuple[str, str, int, str], float] = defaultdict(float)
         self.outcomes: Counter[tuple[str, str]] = Counter()
+        self.live: Counter[tuple[str, str, str, str]] = Counter()
+        self.oldest: dict[tuple[str, str], float | None] = {}
 
     def feed(self, *events: TicketEvent | SurveyResponded) -> Harness:
         for e in events:
@@ -53,6 +55,8 @@ class Harness:
 
     def _take(self, step: Any) -> None:
         self.outcomes.update(step.outcomes)
+        self.live.update(step.live)
+        self.oldest.update(step.oldest)
         for key, delta in step.deltas.items():
             self.totals[key] += delta
 
@@ -63,3 +67,8 @@ class Harness:
             for (q, c, b, f), v in self.totals.items()
             if f == name and q == queue and c == channel and v
         }
+
+    def gauge(self, name: str, queue: str = "billing", channel: str = "phone") -> int:
+        """A live gauge summed over priorities."""
+        return sum(n for (q, c, _, g), n in self.live.items()
+                   if (q, c, g) == (queue, channel, name))
