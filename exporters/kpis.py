@@ -55,6 +55,12 @@ class KpiCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from self._rolling()
         yield from self._live()
+        # Last, so that it includes the names this scrape folded.
+        yield GaugeMetricFamily(
+            "support_queue_label_overflow_names",
+            'Distinct queue names beyond max_queues, exported as queue="other".',
+            value=self.labels.overflowed,
+        )
 
     def _rolling(self) -> Iterator[Metric]:
         n_scalars = len(SCALARS)

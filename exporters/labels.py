@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 
-from prometheus_client import CollectorRegistry, Gauge
-
 log = logging.getLogger(__name__)
 
 OTHER = "other"
@@ -20,23 +18,11 @@ class QueueLabels:
     over the limit is logged once, and their number is exported.
     """
 
-    def __init__(
-        self,
-        max_queues: int,
-        registry: CollectorRegistry,
-        known: tuple[str, ...] = (),
-    ) -> None:
+    def __init__(self, max_queues: int, known: tuple[str, ...] = ()) -> None:
         self.max_queues = max_queues
         self._admitted: dict[str, None] = dict.fromkeys(known[:max_queues])
         # Bounded too: past the limit, further names are folded without being remembered.
         self._overflowed: set[str] = set()
-        overflow = Gauge(
-            "support_queue_label_overflow_names",
-            'Distinct queue names beyond max_queues, exported as queue="other" '
-            f"(counted up to {_OVERFLOW_NAMES_LIMIT}).",
-            registry=registry,
-        )
-        overflow.set_function(lambda: len(self._overflowed))
 
     def label(self, queue: str) -> str:
         if queue in self._admitted:
@@ -51,6 +37,11 @@ class QueueLabels:
                 queue[:64], self.max_queues, OTHER,
             )
         return OTHER
+
+    @property
+    def overflowed(self) -> int:
+        """Distinct names folded into `other` (counted up to a bound)."""
+        return len(self._overflowed)
 
     @property
     def admitted(self) -> tuple[str, ...]:

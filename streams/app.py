@@ -124,15 +124,14 @@ class KpiWorker:
         self.live = self.app.Table("live", partitions=n, key_type=bytes, value_type=bytes)
         # Stage 2's view of each input partition's watermark, from heartbeats.
         self.source_watermarks: dict[int, float] = {}
-        self._heartbeat_at: dict[int, float] = {}
-        self.labels = QueueLabels(
-            settings.metrics.max_queues, self.registry, tuple(settings.metrics.queues)
-        )
+        self._heartbeat_sent: dict[int, float] = {}
+        self.labels = QueueLabels(settings.metrics.max_queues, tuple(settings.metrics.queues))
         self.registry.register(KpiCollector(self, self.labels))
 
         self.app.agent(self.inputs, name="ingest")(self._ingest)
         self.app.agent(self.deltas, name="aggregate")(self._aggregate)
         self.app.timer(settings.windows.emit_interval, name="emit")(self._emit)
+        self.app.timer(1.0, name="heartbeat")(self._heartbeat)
         if settings.rules.watermark_idle_seconds > 0:
             self.app.timer(1.0, name="advance_idle")(self._advance_idle)
         registry = self.registry
@@ -141,6 +140,16 @@ class KpiWorker:
             return view.bytes(generate_latest(registry), content_type=_PROMETHEUS_TEXT)
 
         self.app.page("/metrics", name="metrics")(metrics)
+
+        async def healthz(view: Any, request: Any) -> Any:
+            return view.json({"status": "alive"})
+
+        async def readyz(view: Any, request: Any) -> Any:
+            ready, why = self.readiness()
+            return view.json({"ready": ready, "reason": why}, status=200 if ready else 503)
+
+        self.app.page("/healthz", name="healthz")(healthz)
+        self.app.page("/readyz", name="readyz")(readyz)
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
 
     def _raw_topic(
@@ -152,6 +161,18 @@ class KpiWorker:
             *names, key_type=bytes, value_type=bytes, key_serializer="raw",
             value_serializer="raw", partitions=partitions, internal=internal,
         )
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready once partitions are assigned, table state recovered and consuming."""
+        app = self.app
+        if app.rebalancing:
+            return False, "rebalancing"
+        recovery = app.tables.recovery  # type: ignore[attr-defined]  # not in TableManagerT
+        if app.in_recovery or not recovery.completed.is_set():
+            return False, "recovering table state"
+        if not app.consumer.assignment():
+            return False, "no partitions assigned yet"
+        return True, "consuming"
 
     # Stage 1 ---------------------------------------------------------------------
 
@@ -239,21 +260,21 @@ class KpiWorker:
                 key=f"{queue}|{channel}".encode(),
                 value=orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS),
             )
-        await self._heartbeat(partition, watermark)
 
-    async def _heartbeat(self, partition: int, watermark: float) -> None:
-        """Tell every stage-2 partition this input partition's watermark, at most 1/s.
+    async def _heartbeat(self) -> None:
+        """Tell every stage-2 partition the watermarks that moved, once a second.
 
         Rolling windows end at the watermark, and a (queue, channel) with no change
         would otherwise never learn that time moved on.
         """
-        now = time.monotonic()
-        if watermark == float("-inf") or now - self._heartbeat_at.get(partition, 0.0) < 1.0:
-            return
-        self._heartbeat_at[partition] = now
-        value = orjson.dumps({"hb": watermark, "p": partition})
-        for target in range(self.settings.kafka.partitions):
-            await self.deltas.send(key=None, value=value, partition=target)
+        for partition, processor in list(self.processors.items()):
+            watermark = processor.watermark
+            if watermark == float("-inf") or self._heartbeat_sent.get(partition) == watermark:
+                continue
+            self._heartbeat_sent[partition] = watermark
+            value = orjson.dumps({"hb": watermark, "p": partition})
+            for target in range(self.settings.kafka.partitions):
+                await self.deltas.send(key=None, value=value, partition=target)
 
     async def _dead_letter(
         self,
