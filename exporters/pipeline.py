@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from models.decode import DEAD_LETTER_REASONS
 
@@ -64,3 +66,24 @@ class PipelineMetrics:
         for gauge in (self.watermarks, self.lag):
             with contextlib.suppress(KeyError):  # never exported for that partition
                 gauge.remove(str(partition))
+
+
+class ConsumerLagCollector(Collector):
+    """`support_consumer_lag_messages`: messages not yet read, per owned input partition.
+
+    Computed from the current assignment at scrape time, so partitions this worker
+    lost disappear with no bookkeeping.
+    """
+
+    def __init__(self, source: Callable[[], Iterable[tuple[str, int, int]]]) -> None:
+        self.source = source
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "support_consumer_lag_messages",
+            "Input messages behind the partition's high-water mark (not yet read).",
+            labels=["topic", "partition"],
+        )
+        for topic, partition, lag in sorted(self.source()):
+            family.add_metric([topic, str(partition)], lag)
+        yield family

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from exporters.kpis import KpiCollector
 from exporters.labels import QueueLabels
-from exporters.pipeline import PipelineMetrics
+from exporters.pipeline import ConsumerLagCollector, PipelineMetrics
 from kpimon.config import Settings
 from models.decode import DeadLetter, Ignored, TopicKind, decode
 from models.records import DeadLetterRecord
@@ -92,6 +92,9 @@ class KpiWorker:
         self.registry = CollectorRegistry()
         topics = settings.topics
         self.metrics = PipelineMetrics(self.registry, (topics.tickets, topics.surveys))
+        # (topic, partition) -> offset of the next input message to read
+        self.next_offset: dict[tuple[str, int], int] = {}
+        self.registry.register(ConsumerLagCollector(self._consumer_lag))
         self.processors: dict[int, TicketProcessor] = {}
         self.stores: dict[int, TableTicketStore] = {}
         # partition -> (wall-clock of its last ticket event, watermark then)
@@ -162,6 +165,21 @@ class KpiWorker:
             value_serializer="raw", partitions=partitions, internal=internal,
         )
 
+    def _consumer_lag(self) -> Iterator[tuple[str, int, int]]:
+        inputs = {self.settings.topics.tickets, self.settings.topics.surveys}
+        try:
+            assignment = self.app.consumer.assignment()
+        except Exception:
+            return
+        for tp in assignment:
+            if tp.topic not in inputs:
+                continue
+            highwater = self.app.consumer.highwater(tp)
+            if highwater is None:
+                continue  # nothing fetched yet for this partition
+            read = self.next_offset.get((tp.topic, tp.partition), 0)
+            yield tp.topic, tp.partition, max(0, highwater - read)
+
     def readiness(self) -> tuple[bool, str]:
         """Ready once partitions are assigned, table state recovered and consuming."""
         app = self.app
@@ -185,6 +203,7 @@ class KpiWorker:
         self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
     ) -> None:
         kind: TopicKind = "tickets" if topic == self.settings.topics.tickets else "surveys"
+        self.next_offset[(topic, partition)] = offset + 1
         now = time.time()
         decoded = decode(
             kind, key, value, now=now, max_clock_skew=self.settings.rules.max_clock_skew
@@ -304,6 +323,7 @@ class KpiWorker:
     async def _on_revoked(self, sender: Any, revoked: Any, **_: Any) -> None:
         inputs = {self.settings.topics.tickets, self.settings.topics.surveys}
         for tp in revoked:
+            self.next_offset.pop((tp.topic, tp.partition), None)
             if tp.topic in inputs and self.processors.pop(tp.partition, None) is not None:
                 del self.stores[tp.partition], self.activity[tp.partition]
                 self.metrics.forget_partition(tp.partition)

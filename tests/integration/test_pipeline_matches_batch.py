@@ -130,6 +130,10 @@ def test_six_hours_of_traffic_end_to_end_equal_batch(
     for key, r in latest.items():
         assert key.decode() == f"{r['queue']}|{r['channel']}|{r['window_start']}"
 
+    lags = {dict(lb)["topic"] + dict(lb)["partition"]: v for (name, lb), v in metrics.items()
+            if name == "support_consumer_lag_messages"}
+    assert len(lags) == 8 and set(lags.values()) == {0}, lags  # drained, 2 topics x 4
+
     watermarks = [v for (name, _), v in metrics.items()
                   if name == "support_watermark_timestamp_seconds"]
     assert len(watermarks) == 4
