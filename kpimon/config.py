@@ -12,9 +12,16 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from models.events import CHANNELS, PRIORITIES
 from streams.rules import KpiRules, default_sla_targets
@@ -81,6 +88,42 @@ class MetricsConfig(_Section):
     queues: list[str] = Field(default_factory=list)
 
 
+class Threshold(_Section):
+    """Colour bands of one KPI: green when at least as good as `good`, amber down to `warn`."""
+
+    good: float
+    warn: float
+    higher_is_better: bool = True
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Threshold:
+        if (self.good < self.warn) if self.higher_is_better else (self.good > self.warn):
+            raise ValueError("`good` must be on the better side of `warn`")
+        return self
+
+
+def _default_thresholds() -> dict[str, Threshold]:
+    return {
+        "service_level": Threshold(good=0.80, warn=0.70),
+        "waiting": Threshold(good=5, warn=15, higher_is_better=False),
+        "oldest_waiting_seconds": Threshold(good=60, warn=300, higher_is_better=False),
+        "frt_mean_seconds": Threshold(good=60, warn=300, higher_is_better=False),
+        "frt_p90_seconds": Threshold(good=300, warn=900, higher_is_better=False),
+        "aht_seconds": Threshold(good=600, warn=900, higher_is_better=False),
+        "fcr": Threshold(good=0.70, warn=0.60),
+        "csat": Threshold(good=0.80, warn=0.70),
+        "nps": Threshold(good=30, warn=0),
+    }
+
+
+class WallboardConfig(_Section):
+    # Rolling window the tiles show: one of 5m 15m 1h 24h.
+    window: Literal["5m", "15m", "1h", "24h"] = "15m"
+    # Wall-clock seconds without new data before the board shows itself as stale.
+    stale_after: float = Field(default=120.0, gt=0)
+    thresholds: dict[str, Threshold] = Field(default_factory=_default_thresholds)
+
+
 class HttpConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=6066, ge=0, le=65535)
@@ -109,6 +152,7 @@ class Settings(_Section):
     rules: RulesConfig = RulesConfig()
     windows: WindowsConfig = WindowsConfig()
     metrics: MetricsConfig = MetricsConfig()
+    wallboard: WallboardConfig = WallboardConfig()
     http: HttpConfig = HttpConfig()
     worker: WorkerConfig = WorkerConfig()
     sla_targets: dict[str, dict[str, float]] = Field(default_factory=dict)

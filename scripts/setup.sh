@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Idempotent set-up on a fresh machine: Python venv with kpimon and its tools, and the
-# Apache Kafka broker jars (fetched once with Maven, then cached).
+# Idempotent set-up on a fresh machine: Python venv with kpimon and its tools, the
+# Apache Kafka broker jars (fetched once with Maven, then cached), and with --browser
+# Debian's Chromium and ChromeDriver for the browser tests.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -17,6 +18,19 @@ py=$(command -v python3.11 || command -v python3 || true)
 [ -n "$py" ] || { say "missing Python 3.11"; exit 1; }
 if ! "$py" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
   say "kpimon needs Python 3.11 (found $("$py" --version))"; exit 1
+fi
+
+# Headless Chromium and its driver, from Debian's packages, for the wallboard's browser test
+# (scripts/test.sh asks for them with --browser; the demo does not need them).
+if [ "${1:-}" = "--browser" ] && { ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; }; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing chromium and chromium-driver (Debian packages) for the browser tests"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    say "missing chromium/chromedriver: run 'apt-get install chromium chromium-driver' as root"
+    exit 1
+  fi
 fi
 
 stamp=.venv/.kpimon-installed

@@ -4,7 +4,7 @@
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
-scripts/setup.sh
+scripts/setup.sh --browser
 
 echo "== ruff" >&2
 .venv/bin/ruff check .

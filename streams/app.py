@@ -10,6 +10,7 @@ bucket start: Faust's own windowed tables close windows by wall-clock (DESIGN-NO
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterator
@@ -19,6 +20,8 @@ import faust
 import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 
+from exporters import wallboard
+from exporters.centre import CentreView, follow
 from exporters.kpis import KpiCollector
 from exporters.labels import QueueLabels
 from exporters.pipeline import ConsumerLagCollector, PipelineMetrics
@@ -100,6 +103,9 @@ class KpiWorker:
         # partition -> (wall-clock of its last ticket event, watermark then)
         self.activity: dict[int, tuple[float, float]] = {}
         self.dirty: set[bytes] = set()
+        self.live_dirty: set[bytes] = set()
+        self._emitted_watermark: float | None = None
+        self.centre = CentreView(settings.wallboard.stale_after)
 
         conf = settings.worker
         self.app = faust.App(
@@ -121,6 +127,8 @@ class KpiWorker:
         self.inputs = self._raw_topic(topics.tickets, topics.surveys)
         self.deltas = self._raw_topic(f"{conf.app_id}-deltas", partitions=n, internal=True)
         self.kpis = self._raw_topic(topics.kpis)
+        self.live_topic_name = f"{conf.app_id}-live"
+        self.live_topic = self._raw_topic(self.live_topic_name, partitions=n, internal=True)
         self.deadletter = self._raw_topic(topics.deadletter)
         self.tickets = self.app.Table("tickets", partitions=n, key_type=bytes, value_type=bytes)
         self.windows = self.app.Table("windows", partitions=n, key_type=bytes, value_type=bytes)
@@ -135,6 +143,7 @@ class KpiWorker:
         self.app.agent(self.deltas, name="aggregate")(self._aggregate)
         self.app.timer(settings.windows.emit_interval, name="emit")(self._emit)
         self.app.timer(1.0, name="heartbeat")(self._heartbeat)
+        self.app.timer(0.25, name="emit_live")(self._emit_live)
         if settings.rules.watermark_idle_seconds > 0:
             self.app.timer(1.0, name="advance_idle")(self._advance_idle)
         registry = self.registry
@@ -151,6 +160,10 @@ class KpiWorker:
             ready, why = self.readiness()
             return view.json({"ready": ready, "reason": why}, status=200 if ready else 503)
 
+        wallboard.register(
+            self.app, self.centre, settings.wallboard.window, settings.wallboard.thresholds
+        )
+        self.app.task(self._follow_centre)
         self.app.page("/healthz", name="healthz")(healthz)
         self.app.page("/readyz", name="readyz")(readyz)
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
@@ -366,6 +379,7 @@ class KpiWorker:
             else:
                 live["o"][str(source)] = payload["o"]
         self.live[key] = orjson.dumps(live)
+        self.live_dirty.add(key)
 
     # KpiSource for the collector: only what this worker owns -----------------------
 
@@ -392,8 +406,8 @@ class KpiWorker:
             yield queue, channel, gauges, max(oldest, default=None)
 
     async def _emit(self) -> None:
-        # Render every dirty window before the first await: a window that changes while
-        # records are being sent is then emitted once, next time, with its new revision.
+        # Render everything before the first await: a window that changes while records
+        # are being sent is then emitted once, next time, with its new revision.
         dirty, self.dirty = self.dirty, set()
         now = time.time()
         records: list[tuple[bytes, bytes]] = []
@@ -407,3 +421,38 @@ class KpiWorker:
             records.append((window_id(wkey).encode(), orjson.dumps(record)))
         for record_key, value in records:
             await self.kpis.send(key=record_key, value=value)
+
+    async def _emit_live(self) -> None:
+        # Faster than window records: the wallboard promises updates within a second.
+        for record_key, value in self._live_snapshots(time.time()):
+            await self.live_topic.send(key=record_key, value=value)
+
+    def _live_snapshots(self, now: float) -> list[tuple[bytes, bytes]]:
+        """Live gauges of the changed pairs; of every pair when the watermark moved,
+        since the oldest wait grows with it."""
+        watermark = self.watermark()
+        if watermark != self._emitted_watermark:
+            self._emitted_watermark = watermark
+            self.live_dirty.update(self.live.data.keys())
+        dirty, self.live_dirty = self.live_dirty, set()
+        owned = {f"{q}|{c}".encode(): (q, c, g, o) for q, c, g, o in self.live_items()}
+        out = []
+        for key in dirty:
+            if key not in owned:
+                continue  # the partition moved to another worker
+            queue, channel, gauges, oldest = owned[key]
+            snapshot: dict[str, Any] = {"queue": queue, "channel": channel,
+                                        "oldest_waiting_seconds": oldest or 0.0,
+                                        "watermark": watermark,
+                                        "updated_at": format_rfc3339(round(now, 3))}
+            for gauge in ("open", "waiting", "at_risk"):
+                snapshot[gauge] = {p: n for (p, g), n in gauges.items() if g == gauge}
+            out.append((key, orjson.dumps(snapshot)))
+        return out
+
+    async def _follow_centre(self) -> None:
+        # The live topic is created by Faust at start-up: follow once the worker is ready.
+        while not self.readiness()[0]:
+            await asyncio.sleep(0.5)
+        await follow(self.centre, self.settings.kafka.bootstrap, self.settings.topics.kpis,
+                     self.live_topic_name)
