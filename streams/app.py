@@ -10,7 +10,6 @@ bucket start: Faust's own windowed tables close windows by wall-clock (DESIGN-NO
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Iterator
@@ -451,8 +450,7 @@ class KpiWorker:
         return out
 
     async def _follow_centre(self) -> None:
-        # The live topic is created by Faust at start-up: follow once the worker is ready.
-        while not self.readiness()[0]:
-            await asyncio.sleep(0.5)
+        # The live topic is created by Faust at start-up: follow once tables recovered.
+        await self.app.tables.recovery.completed.wait()  # type: ignore[attr-defined]
         await follow(self.centre, self.settings.kafka.bootstrap, self.settings.topics.kpis,
                      self.live_topic_name)
