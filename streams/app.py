@@ -17,6 +17,7 @@ from typing import Any
 
 import faust
 import orjson
+from aiokafka.partitioner import murmur2
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporters import wallboard
@@ -35,6 +36,12 @@ from streams.windows import WindowState, apply_deltas, group_deltas, render, win
 log = logging.getLogger(__name__)
 
 _WATERMARK_KEY = b"\x00watermark"
+
+
+def stage2_partition(queue: str, channel: str, partitions: int) -> int:
+    """The deltas partition that owns a (queue, channel): Kafka's default murmur2 rule,
+    computed here so that sending and ownership checks can never disagree."""
+    return int(murmur2(f"{queue}|{channel}".encode()) & 0x7FFFFFFF) % partitions
 # aiohttp refuses a charset inside content_type; the text format is UTF-8 anyway.
 _PROMETHEUS_TEXT = "text/plain; version=0.0.4"
 
@@ -124,7 +131,8 @@ class KpiWorker:
         )
         n = settings.kafka.partitions
         self.inputs = self._raw_topic(topics.tickets, topics.surveys)
-        self.deltas = self._raw_topic(f"{conf.app_id}-deltas", partitions=n, internal=True)
+        self.deltas_name = f"{conf.app_id}-deltas"
+        self.deltas = self._raw_topic(self.deltas_name, partitions=n, internal=True)
         self.kpis = self._raw_topic(topics.kpis)
         self.live_topic_name = f"{conf.app_id}-live"
         self.live_topic = self._raw_topic(self.live_topic_name, partitions=n, internal=True)
@@ -285,11 +293,13 @@ class KpiWorker:
             live.append([priority, gauge, delta])
         for qc, created_at in step.oldest.items():
             payloads.setdefault(qc, {})["o"] = created_at
+        n = self.settings.kafka.partitions
         for (queue, channel), payload in payloads.items():
             payload.update(q=queue, c=channel, p=partition, w=watermark)
             await self.deltas.send(
                 key=f"{queue}|{channel}".encode(),
                 value=orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS),
+                partition=stage2_partition(queue, channel, n),
             )
 
     async def _heartbeat(self) -> None:
@@ -385,16 +395,33 @@ class KpiWorker:
     def watermark(self) -> float | None:
         return max(self.source_watermarks.values()) if self.source_watermarks else None
 
+    def owned_stage2(self) -> set[int]:
+        """Deltas partitions this worker actively owns (not standbys, not revoked)."""
+        try:
+            assignment = self.app.consumer.assignment()
+        except Exception:
+            return set()
+        return {tp.partition for tp in assignment if tp.topic == self.deltas_name}
+
+    def _owned(self, queue: str, channel: str, owned: set[int]) -> bool:
+        # The stores also hold standby copies and keys of revoked partitions.
+        return stage2_partition(queue, channel, self.settings.kafka.partitions) in owned
+
     def windows_items(self) -> Iterator[tuple[str, str, int, list[float]]]:
+        owned = self.owned_stage2()
         for key, raw in list(self.windows.data.items()):
             queue, channel, start = key.decode().split("|")
-            yield queue, channel, int(start), orjson.loads(raw)[1]
+            if self._owned(queue, channel, owned):
+                yield queue, channel, int(start), orjson.loads(raw)[1]
 
     def live_items(
         self,
     ) -> Iterator[tuple[str, str, dict[tuple[str, str], int], float | None]]:
+        owned = self.owned_stage2()
         for key, raw in list(self.live.data.items()):
             queue, channel = key.decode().split("|")
+            if not self._owned(queue, channel, owned):
+                continue
             live = orjson.loads(raw)
             gauges = {tuple(name.split("|")): n for name, n in live["g"].items()}
             oldest = [
@@ -409,12 +436,13 @@ class KpiWorker:
         # are being sent is then emitted once, next time, with its new revision.
         dirty, self.dirty = self.dirty, set()
         now = time.time()
+        owned = self.owned_stage2()
         records: list[tuple[bytes, bytes]] = []
         for key in dirty:
-            raw = self.windows.get(key)
-            if raw is None:
-                continue  # the partition moved to another worker
             queue, channel, start = key.decode().split("|")
+            raw = self.windows.data.get(key)
+            if raw is None or not self._owned(queue, channel, owned):
+                continue  # the partition moved to another worker
             wkey = (queue, channel, int(start))
             record = render(wkey, WindowState.from_list(orjson.loads(raw)), now)
             records.append((window_id(wkey).encode(), orjson.dumps(record)))
