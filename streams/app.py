@@ -31,7 +31,14 @@ from models.records import DeadLetterRecord
 from models.timestamps import format_rfc3339
 from streams.facts import TicketFacts
 from streams.tickets import SURVEYS, TICKETS, Step, TicketProcessor
-from streams.windows import WindowState, apply_deltas, group_deltas, render, window_id
+from streams.windows import (
+    WindowState,
+    apply_deltas,
+    first_time,
+    group_deltas,
+    render,
+    window_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +129,11 @@ class KpiWorker:
             processing_guarantee=conf.processing_guarantee,
             topic_partitions=settings.kafka.partitions,
             topic_replication_factor=1,
+            # With the in-memory store, standby copies do not survive: the store drops keys
+            # of non-active partitions after each recovery, while Faust would resume a
+            # later takeover from the standby's offset. Without standbys a new owner
+            # replays the whole changelog, which is correct (the two-worker test).
+            table_standby_replicas=0 if conf.store.startswith("memory") else 1,
             web_bind=settings.http.host,
             web_host=settings.http.host,
             web_port=settings.http.port,
@@ -200,6 +212,19 @@ class KpiWorker:
             read = self.next_offset.get((tp.topic, tp.partition), 0)
             yield tp.topic, tp.partition, max(0, highwater - read)
 
+    def _adopt_assigned(self) -> None:
+        """Create processors for assigned ticket partitions that had no event yet.
+
+        Their watermark is then exported and heartbeated, and idle advance covers them,
+        even when no new event arrives after a rebalance.
+        """
+        if not self.readiness()[0]:
+            return
+        tickets = self.settings.topics.tickets
+        for tp in self.app.consumer.assignment():
+            if tp.topic == tickets and tp.partition not in self.processors:
+                self._processor(tp.partition)
+
     def readiness(self) -> tuple[bool, str]:
         """Ready once partitions are assigned, table state recovered and consuming."""
         app = self.app
@@ -239,15 +264,22 @@ class KpiWorker:
         step = processor.process(kind, decoded)
         if kind == "tickets":
             self.activity[partition] = (now, processor.watermark)
-        await self._settle(partition, processor, before, step, now)
+        source = f"{kind[0]}{partition}"
+        await self._settle(partition, processor, before, step, now, (source, offset))
 
     async def _settle(
-        self, partition: int, processor: TicketProcessor, before: float, step: Step, now: float
+        self,
+        partition: int,
+        processor: TicketProcessor,
+        before: float,
+        step: Step,
+        now: float,
+        origin: tuple[str, int] | None = None,
     ) -> None:
         if processor.watermark != before:
             self.stores[partition].save_watermark(processor.watermark)
             self.metrics.watermark(partition, processor.watermark, now)
-        await self._publish(step, partition, processor.watermark)
+        await self._publish(step, partition, processor.watermark, origin)
 
     def _processor(self, partition: int) -> TicketProcessor:
         processor = self.processors.get(partition)
@@ -258,6 +290,8 @@ class KpiWorker:
             self.processors[partition] = processor
             self.stores[partition] = store
             self.activity[partition] = (time.time(), watermark)
+            if watermark != float("-inf"):
+                self.metrics.watermark(partition, watermark, time.time())
             log.info("partition %d: %d tickets with pending timers, watermark %s",
                      partition, sum(1 for _ in processor.pending_timers()),
                      format_rfc3339(watermark) if watermark > 0 else "none")
@@ -281,7 +315,9 @@ class KpiWorker:
             step = processor.advance(base + (now - wall))
             await self._settle(partition, processor, before, step, now)
 
-    async def _publish(self, step: Step, partition: int, watermark: float) -> None:
+    async def _publish(
+        self, step: Step, partition: int, watermark: float, origin: tuple[str, int] | None
+    ) -> None:
         topic_names = {TICKETS: self.settings.topics.tickets, SURVEYS: self.settings.topics.surveys}
         for (kind, outcome), count in step.outcomes.items():
             self.metrics.outcome(topic_names[kind], outcome, count)
@@ -296,6 +332,8 @@ class KpiWorker:
         n = self.settings.kafka.partitions
         for (queue, channel), payload in payloads.items():
             payload.update(q=queue, c=channel, p=partition, w=watermark)
+            if origin is not None:
+                payload["src"], payload["off"] = origin
             await self.deltas.send(
                 key=f"{queue}|{channel}".encode(),
                 value=orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS),
@@ -308,6 +346,7 @@ class KpiWorker:
         Rolling windows end at the watermark, and a (queue, channel) with no change
         would otherwise never learn that time moved on.
         """
+        self._adopt_assigned()
         for partition, processor in list(self.processors.items()):
             watermark = processor.watermark
             if watermark == float("-inf") or self._heartbeat_sent.get(partition) == watermark:
@@ -361,10 +400,13 @@ class KpiWorker:
                     self.source_watermarks[source] = payload["hb"]
                 continue
             queue, channel = payload["q"], payload["c"]
+            origin, offset = payload.get("src"), payload.get("off")
             for start, cells in payload.get("b", {}).items():
                 key = f"{queue}|{channel}|{start}".encode()
                 raw = self.windows.get(key)
                 state = WindowState() if raw is None else WindowState.from_list(orjson.loads(raw))
+                if not first_time(state.applied, origin, offset):
+                    continue  # replayed after a crash or rebalance: already counted
                 if apply_deltas(state, cells):
                     self.windows[key] = orjson.dumps(state.to_list())
                     self.dirty.add(key)
@@ -374,7 +416,9 @@ class KpiWorker:
     def _apply_live(self, queue: str, channel: str, source: int, payload: Any) -> None:
         key = f"{queue}|{channel}".encode()
         raw = self.live.get(key)
-        live = {"g": {}, "o": {}} if raw is None else orjson.loads(raw)
+        live = {"g": {}, "o": {}, "a": {}} if raw is None else orjson.loads(raw)
+        if not first_time(live.setdefault("a", {}), payload.get("src"), payload.get("off")):
+            return  # replayed after a crash or rebalance: already applied
         gauges = live["g"]
         for priority, gauge, delta in payload.get("l", ()):
             name = f"{priority}|{gauge}"

@@ -31,13 +31,31 @@ class WindowState:
 
     values: list[float] = field(default_factory=lambda: [0] * len(CELLS))
     revision: int = 0
+    # Highest input offset applied, per input topic-partition ("t0", "s3", ...). It is
+    # stored in the same changelog record as the sums, so a replay of the deltas topic
+    # after a crash or rebalance can never count an input message twice.
+    applied: dict[str, int] = field(default_factory=dict)
 
     def to_list(self) -> list[Any]:
-        return [self.revision, self.values]
+        return [self.revision, self.values, self.applied]
 
     @classmethod
     def from_list(cls, raw: list[Any]) -> WindowState:
-        return cls(values=raw[1], revision=raw[0])
+        return cls(values=raw[1], revision=raw[0], applied=raw[2] if len(raw) > 2 else {})
+
+
+def first_time(applied: dict[str, int], source: str | None, offset: int | None) -> bool:
+    """Record `(source, offset)` as applied; False when it (or a later one) already was.
+
+    Deltas of one input partition reach a stage-2 partition in input-offset order, and
+    a replay re-sends them with the same offsets, so the highest offset is enough.
+    """
+    if source is None or offset is None:
+        return True  # not tied to an input message (idle watermark advance)
+    if offset <= applied.get(source, -1):
+        return False
+    applied[source] = offset
+    return True
 
 
 def window_id(key: WindowKey) -> str:

@@ -30,8 +30,8 @@ from tests.integration.kafka_env import (
     read_topic,
     topic_end,
 )
-from tests.reference.batch import BatchConfig, compute, rolling
-from tests.support.compare import compare_windows
+from tests.reference.batch import BatchConfig, compute
+from tests.support.compare import compare_windows, metric_problems
 
 pytestmark = pytest.mark.integration
 
@@ -158,50 +158,12 @@ def test_six_hours_of_traffic_end_to_end_equal_batch(
         config=BatchConfig(tickets_topic=topics.tickets, surveys_topic=topics.surveys),
         partitions=4, watermarks=by_partition,
     )
-    checked = check_metrics(metrics, exact, end_bucket=int(max(by_partition.values()) // 60) * 60)
+    checked, problems = metric_problems(
+        metrics, exact, end_bucket=int(max(by_partition.values()) // 60) * 60
+    )
+    assert problems == [], "\n".join(problems[:20])
     print(f"metrics: {checked} exported values equal the batch computation")
     # 24 queue/channel pairs x 4 windows x (19 sums + 26 histogram cells), plus live gauges.
     assert checked > 4000
     assert sum(n for k, n in exact.live.items() if k[3] == "waiting") > 0
     assert max(exact.oldest_waiting.values()) > 60
-
-
-ROLLING = {"5m": 300, "15m": 900, "1h": 3600, "24h": 86400}
-HIST_METRICS = {"support_rolling_frt_seconds_bucket": "frt_hist",
-                "support_rolling_aht_seconds_bucket": "aht_hist"}
-LIVE_METRICS = {"support_tickets_open": "open", "support_tickets_waiting": "waiting",
-                "support_sla_at_risk_tickets": "at_risk"}
-
-
-def check_metrics(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float], batch: Any,
-                  *, end_bucket: int) -> int:
-    """Every KPI series of one scrape against the batch; returns how many were checked."""
-    sums = {w: rolling(batch.windows, end_bucket=end_bucket, length_seconds=L)
-            for w, L in ROLLING.items()}
-    checked = 0
-    problems: list[str] = []
-    for (name, label_items), value in metrics.items():
-        labels = dict(label_items)
-        if name.startswith("support_rolling_"):
-            window = sums[labels["window"]].get((labels["queue"], labels["channel"]), {})
-            if name in HIST_METRICS:
-                want = window.get(HIST_METRICS[name], {}).get(labels["le"], 0)
-            else:
-                want = window.get(name.removeprefix("support_rolling_"), 0)
-        elif name in LIVE_METRICS:
-            key = (labels["queue"], labels["channel"], labels["priority"], LIVE_METRICS[name])
-            want = batch.live.get(key, 0)
-        elif name == "support_oldest_waiting_seconds":
-            want = batch.oldest_waiting.get((labels["queue"], labels["channel"]), 0.0)
-        else:
-            continue
-        checked += 1
-        if abs(value - want) > 1e-6 * max(1.0, abs(want)):
-            problems.append(f"{name}{labels}: exported {value}, batch {want}")
-    # Nothing the batch has may be missing from the scrape.
-    exported_pairs = {(dict(lb)["queue"], dict(lb)["channel"]) for (n, lb), _ in metrics.items()
-                      if n == "support_rolling_tickets_created"}
-    missing = {qc for w in sums.values() for qc in w} - exported_pairs
-    assert not missing, f"pairs without series: {sorted(missing)[:10]}"
-    assert problems == [], "\n".join(problems[:20])
-    return checked

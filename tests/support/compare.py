@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.reference.batch import rolling
+
 REL_TOL = 1e-6
 # The section-3 fields, spelled out here rather than imported from the code under test.
 FIELDS = frozenset(
@@ -79,3 +81,45 @@ def compare_windows(
         if bad:
             result.mismatches.append(f"{key}: (batch, streamed) {bad}")
     return result
+
+
+ROLLING = {"5m": 300, "15m": 900, "1h": 3600, "24h": 86400}
+HIST_METRICS = {"support_rolling_frt_seconds_bucket": "frt_hist",
+                "support_rolling_aht_seconds_bucket": "aht_hist"}
+LIVE_METRICS = {"support_tickets_open": "open", "support_tickets_waiting": "waiting",
+                "support_sla_at_risk_tickets": "at_risk"}
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def metric_problems(metrics: Samples, batch: Any, *, end_bucket: int) -> tuple[int, list[str]]:
+    """Every KPI series of a scrape against the batch: (values checked, problems)."""
+    sums = {w: rolling(batch.windows, end_bucket=end_bucket, length_seconds=L)
+            for w, L in ROLLING.items()}
+    checked = 0
+    problems: list[str] = []
+    for (name, label_items), value in metrics.items():
+        labels = dict(label_items)
+        if name.startswith("support_rolling_"):
+            window = sums[labels["window"]].get((labels["queue"], labels["channel"]), {})
+            if name in HIST_METRICS:
+                want = window.get(HIST_METRICS[name], {}).get(labels["le"], 0)
+            else:
+                want = window.get(name.removeprefix("support_rolling_"), 0)
+        elif name in LIVE_METRICS:
+            key = (labels["queue"], labels["channel"], labels["priority"], LIVE_METRICS[name])
+            want = batch.live.get(key, 0)
+        elif name == "support_oldest_waiting_seconds":
+            want = batch.oldest_waiting.get((labels["queue"], labels["channel"]), 0.0)
+        else:
+            continue
+        checked += 1
+        if abs(value - want) > 1e-6 * max(1.0, abs(want)):
+            problems.append(f"{name}{labels}: exported {value}, batch {want}")
+    # Nothing the batch has may be missing from the scrape.
+    exported_pairs = {(dict(lb)["queue"], dict(lb)["channel"]) for (n, lb), _ in metrics.items()
+                      if n == "support_rolling_tickets_created"}
+    missing = {qc for w in sums.values() for qc in w} - exported_pairs
+    problems += [f"no series for {qc}" for qc in sorted(missing)]
+    return checked, problems
