@@ -38,7 +38,9 @@ cat <<MSG
 
 kpimon demo is running.
   Kafka bootstrap      $KPIMON_BOOTSTRAP   (topics support.tickets, support.surveys -> support.kpis, support.deadletter)
+  Wallboard            http://127.0.0.1:$KPIMON_HTTP_PORT/wallboard
   Prometheus metrics   http://127.0.0.1:$KPIMON_HTTP_PORT/metrics
+  KPI API (JSON)       http://127.0.0.1:$KPIMON_HTTP_PORT/api/kpis
   KPI window records   .venv/bin/kpimon tail --bootstrap $KPIMON_BOOTSTRAP
   Logs                 .local/demo/worker.log, .local/demo/simulator.log
 Press Ctrl-C to stop.

@@ -8,7 +8,9 @@ series, equal to the batch over all events, with no series left over from before
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +65,28 @@ def _wait_equal(records: list[Any], topics: Topics, now: float, workers: list[Wo
     raise AssertionError(f"workers never matched the batch: {why}\n{workers[0].tail()}")
 
 
+def _api(worker: Worker) -> dict[str, Any]:
+    url = f"http://127.0.0.1:{worker.port}/api/kpis"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return dict(json.loads(resp.read()))
+
+
+def _same_centre_on_both(one: Worker, two: Worker, records: list[Any], topics: Topics,
+                         now: float) -> None:
+    """Each worker owns half, yet both APIs show the whole centre, identically."""
+    batch = compute([(r.topic, r.key, r.value) for r in records], now=now,
+                    config=BatchConfig(tickets_topic=topics.tickets, surveys_topic=topics.surveys))
+    created = sum(w["tickets_created"] for w in batch.windows.values())
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        docs = [_api(one), _api(two)]
+        views = [(d["overall"], d["queues"], d["as_of"]) for d in docs]
+        if views[0] == views[1] and docs[0]["overall"]["values"]["created"] == created:
+            return
+        time.sleep(1)
+    raise AssertionError(f"the two APIs differ or miss tickets: {views}")
+
+
 def test_two_workers_then_one(kafka: LocalKafka, tmp_path: Path) -> None:
     topics = Topics.named("multi")
     kafka.create_topics(topics, partitions=4)
@@ -75,8 +99,9 @@ def test_two_workers_then_one(kafka: LocalKafka, tmp_path: Path) -> None:
     half = len(records) // 2
     first, rest = records[:half], records[half:]
 
-    one = Worker(kafka, topics, "kpimon-multi", tmp_path / "one")
-    two = Worker(kafka, topics, "kpimon-multi", tmp_path / "two")
+    env = {"KPIMON_WALLBOARD__WINDOW": "24h"}  # the API then covers the whole run
+    one = Worker(kafka, topics, "kpimon-multi", tmp_path / "one", env)
+    two = Worker(kafka, topics, "kpimon-multi", tmp_path / "two", env)
     try:
         one.wait_ready()
         two.wait_ready()
@@ -85,6 +110,7 @@ def test_two_workers_then_one(kafka: LocalKafka, tmp_path: Path) -> None:
         owned = [_kpi_series(m) for m in scrapes]
         assert owned[0] and owned[1], "both workers own part of the centre"
         assert not owned[0] & owned[1], "a series exported by both workers"
+        _same_centre_on_both(one, two, first, topics, now)
         both = sum(sum(events_total(m).values()) for m in scrapes)
         print(f"\ntwo workers: {len(owned[0])} + {len(owned[1])} KPI series, disjoint; "
               f"{both} messages between them")
