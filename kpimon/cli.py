@@ -26,10 +26,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     schema = sub.add_parser("schema", help="write the JSON Schema of the input events")
     schema.add_argument("--out", type=Path, help="file to write (default: standard output)")
 
-    from kpimon import simulator, tail
+    from kpimon import sim, tail
 
     simulate = sub.add_parser("simulate", help="produce realistic contact-centre traffic")
-    simulator.add_arguments(simulate)
+    sim.add_arguments(simulate)
 
     follow = sub.add_parser("tail", help="print KPI window records as they are published")
     tail.add_arguments(follow)
@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _schema(args)
         if args.command == "tail":
             return tail.run(args)
-        return simulator.run(args)
+        return sim.run(args)
     except ConfigError as exc:
         print(f"kpimon: {exc}", file=sys.stderr)
         return 2

@@ -120,17 +120,10 @@ class TicketProcessor:
         self._touched = set()
         for ticket_id, facts in items:
             self._index_waiting(ticket_id, facts)
-            due = [
-                t
-                for t in (
-                    next_change(facts, self.watermark, self.rules),
-                    live_change(facts, self.watermark, self.rules),
-                )
-                if t is not None
-            ]
-            if due:
-                self._timers.append((min(due), ticket_id))
-                self._scheduled[ticket_id] = min(due)
+            due = self._due(facts)
+            if due is not None:
+                self._timers.append((due, ticket_id))
+                self._scheduled[ticket_id] = due
         heapq.heapify(self._timers)
 
     def process(self, topic: str, event: TicketEvent | SurveyResponded) -> Step:
@@ -238,6 +231,10 @@ class TicketProcessor:
         facts.evaluated_at = self.watermark
         self.store.put(ticket_id, facts)
         self._index_waiting(ticket_id, facts)
+        self._schedule(ticket_id, self._due(facts))
+
+    def _due(self, facts: TicketFacts) -> float | None:
+        """The next watermark at which the ticket's contributions or live state change."""
         due = [
             t
             for t in (
@@ -246,7 +243,7 @@ class TicketProcessor:
             )
             if t is not None
         ]
-        self._schedule(ticket_id, min(due) if due else None)
+        return min(due) if due else None
 
     def _index_waiting(self, ticket_id: str, facts: TicketFacts) -> None:
         if not facts.known:

@@ -282,7 +282,7 @@ async def _main(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m kpimon.simulator``: the same options as ``kpimon simulate``."""
+    """Entry point with the same options as ``kpimon simulate``."""
     parser = argparse.ArgumentParser(prog="kpimon simulate")
     add_arguments(parser)
     return run(parser.parse_args(argv))

@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from kpimon.simulator import SimRecord, produce
+from kpimon.sim import SimRecord, produce
 from models.timestamps import format_rfc3339
 from tests.integration.kafka_env import LocalKafka, Topics, Worker, events_total
 

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
-from kpimon.simulator import SimConfig, generate, produce
+from kpimon.sim import SimConfig, generate, produce
 from models.decode import DEAD_LETTER_REASONS
 from models.records import DeadLetterRecord, KpiWindow
 from models.timestamps import parse_rfc3339

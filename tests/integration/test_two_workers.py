@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from kpimon.simulator import SimConfig, generate, produce
+from kpimon.sim import SimConfig, generate, produce
 from tests.integration.kafka_env import LocalKafka, Topics, Worker, events_total
 from tests.reference.batch import BatchConfig, compute
 from tests.support.compare import Samples, metric_problems

@@ -22,7 +22,7 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
-from kpimon.simulator import SimConfig, SimRecord, generate, produce
+from kpimon.sim import SimConfig, SimRecord, generate, produce
 from models.timestamps import format_rfc3339
 from tests.integration.kafka_env import REPO, LocalKafka, Topics, Worker
 

@@ -11,7 +11,7 @@ import zlib
 from collections import Counter, defaultdict
 from typing import Any
 
-from kpimon.simulator import SimConfig, generate
+from kpimon.sim import SimConfig, generate
 from models.decode import DeadLetter, Ignored, decode
 from streams.rules import KpiRules
 from streams.tickets import DictStore, TicketProcessor

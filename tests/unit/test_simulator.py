@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-import kpimon.simulator as sim
-from kpimon.simulator import (
+import kpimon.sim as sim
+from kpimon.sim import (
     SimConfig,
     SimRecord,
     Surge,
