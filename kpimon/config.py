@@ -135,6 +135,8 @@ class WorkerConfig(_Section):
     store: str = "memory://"
     processing_guarantee: str = "at_least_once"
     log_level: str = "info"
+    # A worker that dies without leaving the group holds its partitions this long.
+    session_timeout: float = Field(default=30.0, ge=3, le=300)
 
     @field_validator("processing_guarantee")
     @classmethod

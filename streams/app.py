@@ -117,6 +117,7 @@ class KpiWorker:
         self.activity: dict[int, tuple[float, float]] = {}
         self.dirty: set[bytes] = set()
         self.live_dirty: set[bytes] = set()
+        self._emitting: set[int] = set()  # stage-2 partitions whose windows we publish
         self._emitted_watermark: float | None = None
         self.centre = CentreView(settings.wallboard.stale_after)
 
@@ -129,6 +130,8 @@ class KpiWorker:
             processing_guarantee=conf.processing_guarantee,
             topic_partitions=settings.kafka.partitions,
             topic_replication_factor=1,
+            broker_session_timeout=conf.session_timeout,
+            broker_heartbeat_interval=conf.session_timeout / 10,
             # With the in-memory store, standby copies do not survive: the store drops keys
             # of non-active partitions after each recovery, while Faust would resume a
             # later takeover from the standby's offset. Without standbys a new owner
@@ -224,6 +227,30 @@ class KpiWorker:
         for tp in self.app.consumer.assignment():
             if tp.topic == tickets and tp.partition not in self.processors:
                 self._processor(tp.partition)
+
+    def _reemit_gained(self) -> None:
+        """Publish again every window of stage-2 partitions this worker just gained.
+
+        Which windows changed since their last emission lives in memory only; after a
+        crash or a move, the new owner cannot tell, so it re-emits them all (readers
+        keep the highest revision; the KPI topic is compacted).
+        """
+        if not self.readiness()[0]:
+            return
+        owned = self.owned_stage2()
+        gained = owned - self._emitting
+        self._emitting = owned
+        if not gained:
+            return
+        n = self.settings.kafka.partitions
+        for key in list(self.windows.data.keys()):
+            queue, channel, _ = key.decode().split("|")
+            if stage2_partition(queue, channel, n) in gained:
+                self.dirty.add(key)
+        for key in list(self.live.data.keys()):
+            queue, channel = key.decode().split("|")
+            if stage2_partition(queue, channel, n) in gained:
+                self.live_dirty.add(key)
 
     def readiness(self) -> tuple[bool, str]:
         """Ready once partitions are assigned, table state recovered and consuming."""
@@ -347,6 +374,7 @@ class KpiWorker:
         would otherwise never learn that time moved on.
         """
         self._adopt_assigned()
+        self._reemit_gained()
         for partition, processor in list(self.processors.items()):
             watermark = processor.watermark
             if watermark == float("-inf") or self._heartbeat_sent.get(partition) == watermark:

@@ -102,6 +102,8 @@ class Worker:
             "KPIMON_WORKER__DATA_DIR": str(state / f"data-{self.port}"),
             # Replayed history: the watermark must follow event time only.
             "KPIMON_RULES__WATERMARK_IDLE_SECONDS": "0",
+            # Killed workers must not hold their partitions for long in tests.
+            "KPIMON_WORKER__SESSION_TIMEOUT": "6",
             **(extra_env or {}),
         }
         self._log = self.log_path.open("wb")
@@ -135,6 +137,13 @@ class Worker:
         self._log.flush()
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
+    def kill(self) -> None:
+        """kill -9: no shutdown, no flush, no commit."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -143,7 +152,8 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self._log.close()
+        if not self._log.closed:
+            self._log.close()
 
 
 def events_total(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> dict[
