@@ -17,53 +17,11 @@ from typing import Any
 import pytest
 
 from kpimon.sim import SimConfig, generate, produce
+from tests.integration.cluster import kpi_series, wait_equal, watermarks
 from tests.integration.kafka_env import LocalKafka, Topics, Worker, events_total
 from tests.reference.batch import BatchConfig, compute
-from tests.support.compare import Samples, metric_problems
 
 pytestmark = pytest.mark.integration
-
-KPI_PREFIXES = ("support_rolling_", "support_tickets_", "support_sla_at_risk",
-                "support_oldest_waiting")
-
-
-def _kpi_series(metrics: Samples) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
-    return {key for key in metrics if key[0].startswith(KPI_PREFIXES)}
-
-
-def _watermarks(*scrapes: Samples) -> dict[int, float]:
-    return {int(dict(labels)["partition"]): v for m in scrapes
-            for (name, labels), v in m.items() if name == "support_watermark_timestamp_seconds"}
-
-
-def _matches(records: list[Any], topics: Topics, now: float,
-             *scrapes: Samples) -> tuple[bool, str]:
-    marks = _watermarks(*scrapes)
-    if len(marks) != 4:
-        return False, f"watermarks of partitions {sorted(marks)}"
-    batch = compute([(r.topic, r.key, r.value) for r in records], now=now,
-                    config=BatchConfig(tickets_topic=topics.tickets, surveys_topic=topics.surveys),
-                    partitions=4, watermarks=marks)
-    union: Samples = {}
-    for m in scrapes:
-        union.update(m)
-    end_bucket = int(max(marks.values()) // 60) * 60
-    checked, problems = metric_problems(union, batch, end_bucket=end_bucket)
-    return not problems and checked > 1000, "\n".join(problems[:10])
-
-
-def _wait_equal(records: list[Any], topics: Topics, now: float, workers: list[Worker],
-                timeout: float) -> list[Samples]:
-    deadline = time.monotonic() + timeout
-    why = ""
-    while time.monotonic() < deadline:
-        scrapes = [w.metrics() for w in workers]
-        ok, why = _matches(records, topics, now, *scrapes)
-        if ok:
-            return scrapes
-        time.sleep(2)
-    raise AssertionError(f"workers never matched the batch: {why}\n{workers[0].tail()}")
-
 
 def _api(worker: Worker) -> dict[str, Any]:
     url = f"http://127.0.0.1:{worker.port}/api/kpis"
@@ -106,8 +64,8 @@ def test_two_workers_then_one(kafka: LocalKafka, tmp_path: Path) -> None:
         one.wait_ready()
         two.wait_ready()
         asyncio.run(produce(first, kafka.bootstrap, realtime=False, progress=False))
-        scrapes = _wait_equal(first, topics, now, [one, two], timeout=180)
-        owned = [_kpi_series(m) for m in scrapes]
+        scrapes = wait_equal(first, topics, now, [one, two], timeout=180)
+        owned = [kpi_series(m) for m in scrapes]
         assert owned[0] and owned[1], "both workers own part of the centre"
         assert not owned[0] & owned[1], "a series exported by both workers"
         _same_centre_on_both(one, two, first, topics, now)
@@ -117,10 +75,10 @@ def test_two_workers_then_one(kafka: LocalKafka, tmp_path: Path) -> None:
 
         two.stop()  # mid-run: its partitions move to the first worker
         asyncio.run(produce(rest, kafka.bootstrap, realtime=False, progress=False))
-        (final,) = _wait_equal(records, topics, now, [one], timeout=240)
-        assert len(_watermarks(final)) == 4
-        assert _kpi_series(final) >= owned[0] | owned[1], "the survivor exports every series"
-        print(f"one worker after the other stopped: {len(_kpi_series(final))} KPI series "
+        (final,) = wait_equal(records, topics, now, [one], timeout=240)
+        assert len(watermarks(final)) == 4
+        assert kpi_series(final) >= owned[0] | owned[1], "the survivor exports every series"
+        print(f"one worker after the other stopped: {len(kpi_series(final))} KPI series "
               "equal the batch over all events")
     finally:
         two.stop()

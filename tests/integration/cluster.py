@@ -1,0 +1,51 @@
+"""Polling helpers for tests with several worker processes."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from tests.integration.kafka_env import Topics, Worker
+from tests.reference.batch import BatchConfig, compute
+from tests.support.compare import Samples, metric_problems
+
+KPI_PREFIXES = ("support_rolling_", "support_tickets_", "support_sla_at_risk",
+                "support_oldest_waiting")
+
+
+def kpi_series(metrics: Samples) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
+    return {key for key in metrics if key[0].startswith(KPI_PREFIXES)}
+
+
+def watermarks(*scrapes: Samples) -> dict[int, float]:
+    return {int(dict(labels)["partition"]): v for m in scrapes
+            for (name, labels), v in m.items() if name == "support_watermark_timestamp_seconds"}
+
+
+def matches(records: list[Any], topics: Topics, now: float,
+             *scrapes: Samples) -> tuple[bool, str]:
+    marks = watermarks(*scrapes)
+    if len(marks) != 4:
+        return False, f"watermarks of partitions {sorted(marks)}"
+    batch = compute([(r.topic, r.key, r.value) for r in records], now=now,
+                    config=BatchConfig(tickets_topic=topics.tickets, surveys_topic=topics.surveys),
+                    partitions=4, watermarks=marks)
+    union: Samples = {}
+    for m in scrapes:
+        union.update(m)
+    end_bucket = int(max(marks.values()) // 60) * 60
+    checked, problems = metric_problems(union, batch, end_bucket=end_bucket)
+    return not problems and checked > 1000, "\n".join(problems[:10])
+
+
+def wait_equal(records: list[Any], topics: Topics, now: float, workers: list[Worker],
+                timeout: float) -> list[Samples]:
+    deadline = time.monotonic() + timeout
+    why = ""
+    while time.monotonic() < deadline:
+        scrapes = [w.metrics() for w in workers]
+        ok, why = matches(records, topics, now, *scrapes)
+        if ok:
+            return scrapes
+        time.sleep(2)
+    raise AssertionError(f"workers never matched the batch: {why}\n{workers[0].tail()}")
