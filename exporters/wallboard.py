@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from exporters.auth import Guard
 from exporters.centre import CentreView
 
 _PAGE = files("exporters").joinpath("static/wallboard.html").read_bytes()
@@ -17,8 +18,10 @@ _KEEPALIVE = 5.0  # seconds between pushes when nothing changed (carries the sta
 _POLL = 0.2  # how often a stream looks for a change: well inside the 1 s target
 
 
-def register(app: Any, view: CentreView, window: str, thresholds: Any) -> None:
-    """Add the pages to a Faust app."""
+def register(
+    app: Any, view: CentreView, window: str, thresholds: Any, guard: Guard
+) -> None:
+    """Add the pages to a Faust app; all three are readable with the kiosk token."""
 
     def document(request: Any) -> dict[str, Any]:
         return view.document(window, thresholds, queue=request.query.get("queue") or None)
@@ -54,6 +57,6 @@ def register(app: Any, view: CentreView, window: str, thresholds: Any) -> None:
             pass  # the client went away, or the worker is stopping
         return response
 
-    app.page("/wallboard", name="wallboard")(board)
-    app.page("/api/kpis", name="api_kpis")(api)
-    app.page("/api/events", name="api_events")(events)
+    app.page("/wallboard", name="wallboard")(guard.protect("kiosk", board))
+    app.page("/api/kpis", name="api_kpis")(guard.protect("kiosk", api))
+    app.page("/api/events", name="api_events")(guard.protect("kiosk", events))

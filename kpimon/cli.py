@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -39,7 +40,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "worker":
             return _worker(args)
         if args.command == "check-config":
-            print(load_settings(args.config).model_dump_json(indent=2))
+            shown = load_settings(args.config).model_dump(mode="json")
+            for secret in ("token", "kiosk_token"):  # never print credentials
+                if shown["http"][secret]:
+                    shown["http"][secret] = "<set>"
+            print(json.dumps(shown, indent=2))
             return 0
         if args.command == "schema":
             return _schema(args)

@@ -127,6 +127,10 @@ class WallboardConfig(_Section):
 class HttpConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=6066, ge=0, le=65535)
+    # Bearer tokens; unset means open. `token`: /metrics and the API; `kiosk_token`:
+    # read-only wallboard URL (also its feeds). Prefer the environment for secrets.
+    token: str | None = Field(default=None, min_length=16, repr=False)
+    kiosk_token: str | None = Field(default=None, min_length=16, repr=False)
 
 
 class WorkerConfig(_Section):

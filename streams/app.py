@@ -18,11 +18,12 @@ from typing import Any
 import faust
 import orjson
 from aiokafka.partitioner import murmur2
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from exporters import wallboard
+from exporters.auth import Guard
 from exporters.centre import CentreView, follow
-from exporters.kpis import KpiCollector
+from exporters.kpis import ROLLING, KpiCollector
 from exporters.labels import QueueLabels
 from exporters.pipeline import ConsumerLagCollector, PipelineMetrics
 from kpimon.config import Settings
@@ -118,6 +119,20 @@ class KpiWorker:
         self.dirty: set[bytes] = set()
         self.live_dirty: set[bytes] = set()
         self._emitting: set[int] = set()  # stage-2 partitions whose windows we publish
+        # Buckets older than this are gone: no rolling window or FCR correction needs them.
+        self.expired_before = float("-inf")
+        self._expiry_checked = 0.0
+        self.buckets = Gauge(
+            "support_window_buckets", "Bucket windows this worker keeps for its partitions.",
+            registry=self.registry,
+        )
+        self.buckets.set_function(lambda: len(self.windows.data))
+        self.late_dropped = Counter(
+            "support_late_deltas_dropped",
+            "Corrections for buckets already expired (older than the longest rolling "
+            "window plus the FCR window), dropped.",
+            registry=self.registry,
+        )
         self._emitted_watermark: float | None = None
         self.centre = CentreView(settings.wallboard.stale_after)
 
@@ -169,11 +184,12 @@ class KpiWorker:
         if settings.rules.watermark_idle_seconds > 0:
             self.app.timer(1.0, name="advance_idle")(self._advance_idle)
         registry = self.registry
+        guard = Guard(settings.http.token, settings.http.kiosk_token)
 
         async def metrics(view: Any, request: Any) -> Any:
             return view.bytes(generate_latest(registry), content_type=_PROMETHEUS_TEXT)
 
-        self.app.page("/metrics", name="metrics")(metrics)
+        self.app.page("/metrics", name="metrics")(guard.protect("api", metrics))
 
         async def healthz(view: Any, request: Any) -> Any:
             return view.json({"status": "alive"})
@@ -183,7 +199,8 @@ class KpiWorker:
             return view.json({"ready": ready, "reason": why}, status=200 if ready else 503)
 
         wallboard.register(
-            self.app, self.centre, settings.wallboard.window, settings.wallboard.thresholds
+            self.app, self.centre, settings.wallboard.window, settings.wallboard.thresholds,
+            guard,
         )
         self.app.task(self._follow_centre)
         self.app.page("/healthz", name="healthz")(healthz)
@@ -227,6 +244,30 @@ class KpiWorker:
         for tp in self.app.consumer.assignment():
             if tp.topic == tickets and tp.partition not in self.processors:
                 self._processor(tp.partition)
+
+    def _expire_buckets(self) -> None:
+        """Delete owned buckets that no rolling window or FCR correction can reach.
+
+        The horizon follows the slowest input partition, so a lagging partition never
+        has its deltas dropped; it is checked once a minute.
+        """
+        now = time.monotonic()
+        n = self.settings.kafka.partitions
+        if now - self._expiry_checked < 60 or len(self.source_watermarks) < n:
+            return
+        self._expiry_checked = now
+        keep = max(seconds for _, seconds in ROLLING) + self.settings.rules.fcr_window
+        horizon = min(self.source_watermarks.values()) - keep
+        self.expired_before = max(self.expired_before, horizon // 60 * 60)
+        owned = self.owned_stage2()
+        for key in list(self.windows.data.keys()):
+            queue, channel, start = key.decode().split("|")
+            if int(start) < self.expired_before:
+                partition = stage2_partition(queue, channel, n)
+                if partition in owned:
+                    self.windows.data.pop(key, None)
+                    self.windows.send_changelog(partition, key, None, value_serializer="raw")
+                    self.dirty.discard(key)
 
     def _reemit_gained(self) -> None:
         """Publish again every window of stage-2 partitions this worker just gained.
@@ -375,6 +416,7 @@ class KpiWorker:
         """
         self._adopt_assigned()
         self._reemit_gained()
+        self._expire_buckets()
         for partition, processor in list(self.processors.items()):
             watermark = processor.watermark
             if watermark == float("-inf") or self._heartbeat_sent.get(partition) == watermark:
@@ -430,6 +472,9 @@ class KpiWorker:
             queue, channel = payload["q"], payload["c"]
             origin, offset = payload.get("src"), payload.get("off")
             for start, cells in payload.get("b", {}).items():
+                if int(start) < self.expired_before:
+                    self.late_dropped.inc()  # never recreate a partial old window
+                    continue
                 key = f"{queue}|{channel}|{start}".encode()
                 raw = self.windows.get(key)
                 state = WindowState() if raw is None else WindowState.from_list(orjson.loads(raw))
