@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
+import time
 from collections.abc import Callable, Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -30,18 +30,10 @@ class PipelineMetrics:
             ["topic", "reason"],
             registry=registry,
         )
-        self.watermarks = Gauge(
-            "support_watermark_timestamp_seconds",
-            "Latest event time seen on an input partition owned by this worker.",
-            ["partition"],
-            registry=registry,
-        )
-        self.lag = Gauge(
-            "support_event_lag_seconds",
-            "Wall-clock minus the partition watermark when it last moved.",
-            ["partition"],
-            registry=registry,
-        )
+        # partition -> watermark, exported with the lag computed at scrape time, so an
+        # outage (nothing arrives, the watermark stands still) shows as a growing lag.
+        self._watermarks: dict[int, float] = {}
+        registry.register(_WatermarkCollector(self._watermarks))
         # Labelled series exist from the start, so rate() and absence alerts work.
         for topic in input_topics:
             for outcome in OUTCOMES:
@@ -56,16 +48,35 @@ class PipelineMetrics:
         self.outcome(topic, "dead_letter")
         self.dead_letters.labels(topic, reason).inc()
 
-    def watermark(self, partition: int, watermark: float, now: float) -> None:
-        label = str(partition)
-        self.watermarks.labels(label).set(watermark)
-        self.lag.labels(label).set(max(0.0, now - watermark))
+    def watermark(self, partition: int, watermark: float) -> None:
+        self._watermarks[partition] = watermark
 
     def forget_partition(self, partition: int) -> None:
         """Drop the series of a partition this worker no longer owns."""
-        for gauge in (self.watermarks, self.lag):
-            with contextlib.suppress(KeyError):  # never exported for that partition
-                gauge.remove(str(partition))
+        self._watermarks.pop(partition, None)
+
+
+class _WatermarkCollector(Collector):
+    def __init__(self, watermarks: dict[int, float]) -> None:
+        self.watermarks = watermarks
+
+    def collect(self) -> Iterator[Metric]:
+        now = time.time()
+        marks = GaugeMetricFamily(
+            "support_watermark_timestamp_seconds",
+            "Latest event time seen on an input partition owned by this worker.",
+            labels=["partition"],
+        )
+        lag = GaugeMetricFamily(
+            "support_event_lag_seconds",
+            "Wall-clock now minus the partition watermark (grows while nothing arrives).",
+            labels=["partition"],
+        )
+        for partition, watermark in sorted(self.watermarks.items()):
+            marks.add_metric([str(partition)], watermark)
+            lag.add_metric([str(partition)], max(0.0, now - watermark))
+        yield marks
+        yield lag
 
 
 class ConsumerLagCollector(Collector):

@@ -346,7 +346,7 @@ class KpiWorker:
     ) -> None:
         if processor.watermark != before:
             self.stores[partition].save_watermark(processor.watermark)
-            self.metrics.watermark(partition, processor.watermark, now)
+            self.metrics.watermark(partition, processor.watermark)
         await self._publish(step, partition, processor.watermark, origin)
 
     def _processor(self, partition: int) -> TicketProcessor:
@@ -359,7 +359,7 @@ class KpiWorker:
             self.stores[partition] = store
             self.activity[partition] = (time.time(), watermark)
             if watermark != float("-inf"):
-                self.metrics.watermark(partition, watermark, time.time())
+                self.metrics.watermark(partition, watermark)
             log.info("partition %d: %d tickets with pending timers, watermark %s",
                      partition, sum(1 for _ in processor.pending_timers()),
                      format_rfc3339(watermark) if watermark > 0 else "none")
