@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from models.decode import DEAD_LETTER_REASONS
@@ -14,39 +14,30 @@ from models.decode import DEAD_LETTER_REASONS
 OUTCOMES = ("processed", "duplicate", "ignored", "orphaned", "dead_letter")
 
 
-class PipelineMetrics:
-    """The SPEC section 6 pipeline series of one worker."""
+Counts = Iterable[tuple[str, str, int]]
 
-    def __init__(self, registry: CollectorRegistry, input_topics: Iterable[str]) -> None:
-        self.events = Counter(
-            "support_events",
-            "Input messages by topic and final outcome (each message counts once).",
-            ["topic", "outcome"],
-            registry=registry,
-        )
-        self.dead_letters = Counter(
-            "support_dead_letters",
-            "Dead-lettered input messages by topic and machine-readable reason.",
-            ["topic", "reason"],
-            registry=registry,
-        )
+
+class PipelineMetrics:
+    """The SPEC section 6 pipeline series of one worker.
+
+    Outcome and dead-letter counts come from `counts()`: the persisted, exactly-once
+    counters of the input partitions whose stage-2 partition this worker owns, so they
+    survive restarts and sum across workers.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        input_topics: Iterable[str],
+        counts: Callable[[], tuple[Counts, Counts]],
+    ) -> None:
+        self.input_topics = tuple(input_topics)
+        self.counts = counts
         # partition -> watermark, exported with the lag computed at scrape time, so an
         # outage (nothing arrives, the watermark stands still) shows as a growing lag.
         self._watermarks: dict[int, float] = {}
         registry.register(_WatermarkCollector(self._watermarks))
-        # Labelled series exist from the start, so rate() and absence alerts work.
-        for topic in input_topics:
-            for outcome in OUTCOMES:
-                self.events.labels(topic, outcome)
-            for reason in DEAD_LETTER_REASONS:
-                self.dead_letters.labels(topic, reason)
-
-    def outcome(self, topic: str, outcome: str, count: int = 1) -> None:
-        self.events.labels(topic, outcome).inc(count)
-
-    def dead_letter(self, topic: str, reason: str) -> None:
-        self.outcome(topic, "dead_letter")
-        self.dead_letters.labels(topic, reason).inc()
+        registry.register(_OutcomeCollector(self))
 
     def watermark(self, partition: int, watermark: float) -> None:
         self._watermarks[partition] = watermark
@@ -54,6 +45,38 @@ class PipelineMetrics:
     def forget_partition(self, partition: int) -> None:
         """Drop the series of a partition this worker no longer owns."""
         self._watermarks.pop(partition, None)
+
+
+class _OutcomeCollector(Collector):
+    def __init__(self, pipeline: PipelineMetrics) -> None:
+        self.pipeline = pipeline
+
+    def collect(self) -> Iterator[Metric]:
+        events = CounterMetricFamily(
+            "support_events",
+            "Input messages by topic and final outcome (each message counts once).",
+            labels=["topic", "outcome"],
+        )
+        dead = CounterMetricFamily(
+            "support_dead_letters",
+            "Dead-lettered input messages by topic and machine-readable reason.",
+            labels=["topic", "reason"],
+        )
+        # Every labelled series exists from the start, so rate() and absence alerts work.
+        outcome_totals = {(t, o): 0 for t in self.pipeline.input_topics for o in OUTCOMES}
+        reason_totals = {(t, r): 0 for t in self.pipeline.input_topics
+                         for r in DEAD_LETTER_REASONS}
+        outcomes, reasons = self.pipeline.counts()
+        for topic, outcome, n in outcomes:
+            outcome_totals[(topic, outcome)] = outcome_totals.get((topic, outcome), 0) + n
+        for topic, reason, n in reasons:
+            reason_totals[(topic, reason)] = reason_totals.get((topic, reason), 0) + n
+        for (topic, outcome), n in sorted(outcome_totals.items()):
+            events.add_metric([topic, outcome], n)
+        for (topic, reason), n in sorted(reason_totals.items()):
+            dead.add_metric([topic, reason], n)
+        yield events
+        yield dead
 
 
 class _WatermarkCollector(Collector):

@@ -41,9 +41,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _worker(args)
         if args.command == "check-config":
             shown = load_settings(args.config).model_dump(mode="json")
-            for secret in ("token", "kiosk_token"):  # never print credentials
-                if shown["http"][secret]:
-                    shown["http"][secret] = "<set>"
+            # Never print credentials.
+            for section, secret in (("http", "token"), ("http", "kiosk_token"),
+                                    ("kafka", "sasl_password")):
+                if shown[section][secret]:
+                    shown[section][secret] = "<set>"
             print(json.dumps(shown, indent=2))
             return 0
         if args.command == "schema":

@@ -47,9 +47,66 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+SASL_PROTOCOLS = frozenset({"SASL_PLAINTEXT", "SASL_SSL"})
+SSL_PROTOCOLS = frozenset({"SSL", "SASL_SSL"})
+
+
 class KafkaConfig(_Section):
     bootstrap: str = "localhost:9092"
     partitions: int = Field(default=4, ge=1, le=1024)
+    # How every Kafka client connects (worker, centre view, simulator, tail); the clients
+    # get their options from `kpimon.kafka_security`. Prefer the environment for the
+    # password: KPIMON_KAFKA__SASL_PASSWORD.
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism = "PLAIN"
+    sasl_username: str | None = Field(default=None, min_length=1)
+    sasl_password: str | None = Field(default=None, min_length=1, repr=False)
+    # PEM files for SSL / SASL_SSL: CA bundle to verify the broker (default: the system
+    # CAs), and a client certificate and key for mutual TLS.
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+    @field_validator("security_protocol", "sasl_mechanism", mode="before")
+    @classmethod
+    def _upper(cls, v: object) -> object:
+        return v.strip().upper() if isinstance(v, str) else v
+
+    @field_validator("ssl_cafile", "ssl_certfile", "ssl_keyfile")
+    @classmethod
+    def _existing_file(cls, v: str | None) -> str | None:
+        if v is not None and not Path(v).is_file():
+            raise ValueError(f"no such file: {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KafkaConfig:
+        # Never put the password itself into a message.
+        problems = []
+        sasl = self.security_protocol in SASL_PROTOCOLS
+        if sasl and not (self.sasl_username and self.sasl_password):
+            problems.append(
+                f"security_protocol {self.security_protocol} needs sasl_username and "
+                "sasl_password"
+            )
+        if not sasl and (self.sasl_username or self.sasl_password):
+            problems.append(
+                "sasl_username/sasl_password are set but security_protocol is "
+                f"{self.security_protocol} (use SASL_PLAINTEXT or SASL_SSL)"
+            )
+        files = (self.ssl_cafile, self.ssl_certfile, self.ssl_keyfile)
+        if self.security_protocol not in SSL_PROTOCOLS and any(files):
+            problems.append(
+                "ssl_cafile/ssl_certfile/ssl_keyfile are set but security_protocol is "
+                f"{self.security_protocol} (use SSL or SASL_SSL)"
+            )
+        if self.ssl_keyfile and not self.ssl_certfile:
+            problems.append("ssl_keyfile needs ssl_certfile")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class TopicsConfig(_Section):

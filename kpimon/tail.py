@@ -5,22 +5,31 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import sys
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
 
+from kpimon.config import load_settings
+from kpimon.kafka_security import aiokafka_options
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--bootstrap", default=os.environ.get("KPIMON_BOOTSTRAP", "localhost:9092"),
-        help="Kafka bootstrap servers (default: $KPIMON_BOOTSTRAP or localhost:9092)",
+        "--bootstrap",
+        help="Kafka bootstrap servers (default: kafka.bootstrap of the configuration, "
+        "i.e. $KPIMON_BOOTSTRAP, the config file, or localhost:9092)",
     )
     parser.add_argument(
-        "--topic", default=os.environ.get("KPIMON_TOPIC_KPIS", "support.kpis"),
-        help="KPI topic (default: $KPIMON_TOPIC_KPIS or support.kpis)",
+        "--topic",
+        help="KPI topic (default: topics.kpis of the configuration, i.e. "
+        "$KPIMON_TOPIC_KPIS, the config file, or support.kpis)",
+    )
+    parser.add_argument(
+        "--config",
+        help="TOML configuration file (default: $KPIMON_CONFIG); its [kafka] security "
+        "settings (SASL/TLS, also KPIMON_KAFKA__*) apply to the connection",
     )
     parser.add_argument("--from-beginning", action="store_true", help="replay the whole topic")
     parser.add_argument("--queue", help="only this queue")
@@ -44,12 +53,13 @@ def format_record(r: dict[str, Any]) -> str:
     )
 
 
-async def _follow(args: argparse.Namespace) -> None:
+async def _follow(args: argparse.Namespace, client_options: dict[str, Any]) -> None:
     consumer = AIOKafkaConsumer(
         args.topic,
         bootstrap_servers=args.bootstrap,
         auto_offset_reset="earliest" if args.from_beginning else "latest",
         enable_auto_commit=False,
+        **client_options,
     )
     await consumer.start()
     try:
@@ -65,7 +75,12 @@ async def _follow(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Entry point of ``kpimon tail``; raises ConfigError on an unusable configuration."""
+    settings = load_settings(getattr(args, "config", None))
+    args.bootstrap = args.bootstrap or settings.kafka.bootstrap
+    args.topic = args.topic or settings.topics.kpis
+    client_options = aiokafka_options(settings.kafka)
     print(f"following {args.topic} on {args.bootstrap} (Ctrl-C to stop)", file=sys.stderr)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_follow(args))
+        asyncio.run(_follow(args, client_options))
     return 0

@@ -27,6 +27,7 @@ from exporters.kpis import ROLLING, KpiCollector
 from exporters.labels import QueueLabels
 from exporters.pipeline import ConsumerLagCollector, PipelineMetrics
 from kpimon.config import Settings
+from kpimon.kafka_security import aiokafka_options, faust_broker_credentials
 from models.decode import DeadLetter, Ignored, TopicKind, decode
 from models.records import DeadLetterRecord
 from models.timestamps import format_rfc3339
@@ -108,7 +109,9 @@ class KpiWorker:
         self.rules = settings.kpi_rules()
         self.registry = CollectorRegistry()
         topics = settings.topics
-        self.metrics = PipelineMetrics(self.registry, (topics.tickets, topics.surveys))
+        self.metrics = PipelineMetrics(
+            self.registry, (topics.tickets, topics.surveys), self._owned_counts
+        )
         # (topic, partition) -> offset of the next input message to read
         self.next_offset: dict[tuple[str, int], int] = {}
         self.registry.register(ConsumerLagCollector(self._consumer_lag))
@@ -140,6 +143,7 @@ class KpiWorker:
         self.app = faust.App(
             conf.app_id,
             broker=f"kafka://{settings.kafka.bootstrap}",
+            broker_credentials=faust_broker_credentials(settings.kafka),
             store=conf.store,
             datadir=conf.data_dir,
             processing_guarantee=conf.processing_guarantee,
@@ -170,6 +174,9 @@ class KpiWorker:
         self.tickets = self.app.Table("tickets", partitions=n, key_type=bytes, value_type=bytes)
         self.windows = self.app.Table("windows", partitions=n, key_type=bytes, value_type=bytes)
         self.live = self.app.Table("live", partitions=n, key_type=bytes, value_type=bytes)
+        # Outcome counts per input partition, kept exactly-once like the windows.
+        self.counters = self.app.Table("counters", partitions=n, key_type=bytes,
+                                       value_type=bytes)
         # Stage 2's view of each input partition's watermark, from heartbeats.
         self.source_watermarks: dict[int, float] = {}
         self._heartbeat_sent: dict[int, float] = {}
@@ -206,6 +213,7 @@ class KpiWorker:
         self.app.page("/healthz", name="healthz")(healthz)
         self.app.page("/readyz", name="readyz")(readyz)
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+        self.tickets.on_recover(self._on_tickets_recovered)
 
     def _raw_topic(
         self, *names: str, partitions: int | None = None, internal: bool = False
@@ -313,7 +321,12 @@ class KpiWorker:
             await self.handle_input(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
 
     async def handle_input(
-        self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
     ) -> None:
         kind: TopicKind = "tickets" if topic == self.settings.topics.tickets else "surveys"
         self.next_offset[(topic, partition)] = offset + 1
@@ -321,19 +334,21 @@ class KpiWorker:
         decoded = decode(
             kind, key, value, now=now, max_clock_skew=self.settings.rules.max_clock_skew
         )
+        origin = (f"{kind[0]}{partition}", offset)
         if isinstance(decoded, DeadLetter):
             await self._dead_letter(decoded, topic, partition, offset, key, value, now)
+            await self._count(partition, origin, {(topic, "dead_letter"): 1},
+                              {(topic, decoded.reason): 1})
             return
         if isinstance(decoded, Ignored):
-            self.metrics.outcome(topic, "ignored")
+            await self._count(partition, origin, {(topic, "ignored"): 1}, {})
             return
         processor = self._processor(partition)
         before = processor.watermark
         step = processor.process(kind, decoded)
         if kind == "tickets":
             self.activity[partition] = (now, processor.watermark)
-        source = f"{kind[0]}{partition}"
-        await self._settle(partition, processor, before, step, now, (source, offset))
+        await self._settle(partition, processor, before, step, now, origin)
 
     async def _settle(
         self,
@@ -384,11 +399,16 @@ class KpiWorker:
             await self._settle(partition, processor, before, step, now)
 
     async def _publish(
-        self, step: Step, partition: int, watermark: float, origin: tuple[str, int] | None
+        self,
+        step: Step,
+        partition: int,
+        watermark: float,
+        origin: tuple[str, int] | None,
     ) -> None:
         topic_names = {TICKETS: self.settings.topics.tickets, SURVEYS: self.settings.topics.surveys}
-        for (kind, outcome), count in step.outcomes.items():
-            self.metrics.outcome(topic_names[kind], outcome, count)
+        if step.outcomes:
+            outcomes = {(topic_names[kind], o): n for (kind, o), n in step.outcomes.items()}
+            await self._count(partition, origin, outcomes, {})
         payloads: dict[tuple[str, str], dict[str, Any]] = {}
         for qc, buckets in group_deltas(step.deltas).items():
             payloads[qc] = {"b": buckets}
@@ -426,6 +446,42 @@ class KpiWorker:
             for target in range(self.settings.kafka.partitions):
                 await self.deltas.send(key=None, value=value, partition=target)
 
+    async def _count(
+        self,
+        partition: int,
+        origin: tuple[str, int] | None,
+        outcomes: dict[tuple[str, str], int],
+        reasons: dict[tuple[str, str], int],
+    ) -> None:
+        """Send outcome counts to stage 2, tagged like deltas so replays count once."""
+        payload: dict[str, Any] = {
+            "n": {f"{t}|{o}": c for (t, o), c in outcomes.items()},
+            "r": {f"{t}|{r}": c for (t, r), c in reasons.items()},
+            "p": partition,
+        }
+        if origin is not None:
+            payload["src"], payload["off"] = origin
+        # The counters of input partition p live on stage-2 partition p.
+        await self.deltas.send(
+            key=b"outcomes|%d" % partition, value=orjson.dumps(payload), partition=partition
+        )
+
+    def _owned_counts(self) -> tuple[list[tuple[str, str, int]], list[tuple[str, str, int]]]:
+        owned = self.owned_stage2()
+        outcomes: list[tuple[str, str, int]] = []
+        reasons: list[tuple[str, str, int]] = []
+        for key, raw in list(self.counters.data.items()):
+            if int(key.split(b"|")[1]) not in owned:
+                continue
+            counts = orjson.loads(raw)
+            for name, n in counts["n"].items():
+                topic, _, outcome = name.rpartition("|")
+                outcomes.append((topic, outcome, n))
+            for name, n in counts["r"].items():
+                topic, _, reason = name.rpartition("|")
+                reasons.append((topic, reason, n))
+        return outcomes, reasons
+
     async def _dead_letter(
         self,
         reason: DeadLetter,
@@ -447,9 +503,20 @@ class KpiWorker:
             received_at=format_rfc3339(round(now, 3)),
         )
         await self.deadletter.send(key=key, value=record.model_dump_json().encode())
-        self.metrics.dead_letter(topic, reason.reason)
         # The payload may hold personal data: only the coordinates at INFO.
         log.info("dead-lettered %s[%d]@%d: %s", topic, partition, offset, reason.reason)
+
+    async def _on_tickets_recovered(self) -> None:
+        """Rebuild processors from the fully recovered table.
+
+        A processor created between the end of a rebalance and the start of its
+        recovery would start from a partial table and never learn the rest.
+        """
+        for partition in list(self.processors):
+            self.metrics.forget_partition(partition)
+        self.processors.clear()
+        self.stores.clear()
+        self.activity.clear()
 
     async def _on_revoked(self, sender: Any, revoked: Any, **_: Any) -> None:
         inputs = {self.settings.topics.tickets, self.settings.topics.surveys}
@@ -469,6 +536,9 @@ class KpiWorker:
                 if payload["hb"] > self.source_watermarks.get(source, float("-inf")):
                     self.source_watermarks[source] = payload["hb"]
                 continue
+            if "n" in payload:
+                self._apply_counts(source, payload)
+                continue
             queue, channel = payload["q"], payload["c"]
             origin, offset = payload.get("src"), payload.get("off")
             for start, cells in payload.get("b", {}).items():
@@ -485,6 +555,17 @@ class KpiWorker:
                     self.dirty.add(key)
             if "l" in payload or "o" in payload:
                 self._apply_live(queue, channel, source, payload)
+
+    def _apply_counts(self, source: int, payload: Any) -> None:
+        key = b"outcomes|%d" % source
+        raw = self.counters.get(key)
+        counts = {"n": {}, "r": {}, "a": {}} if raw is None else orjson.loads(raw)
+        if not first_time(counts["a"], payload.get("src"), payload.get("off")):
+            return  # replayed after a crash or rebalance: already counted
+        for field in ("n", "r"):
+            for name, n in payload[field].items():
+                counts[field][name] = counts[field].get(name, 0) + n
+        self.counters[key] = orjson.dumps(counts)
 
     def _apply_live(self, queue: str, channel: str, source: int, payload: Any) -> None:
         key = f"{queue}|{channel}".encode()
@@ -598,4 +679,4 @@ class KpiWorker:
         # The live topic is created by Faust at start-up: follow once tables recovered.
         await self.app.tables.recovery.completed.wait()  # type: ignore[attr-defined]
         await follow(self.centre, self.settings.kafka.bootstrap, self.settings.topics.kpis,
-                     self.live_topic_name)
+                     self.live_topic_name, aiokafka_options(self.settings.kafka))

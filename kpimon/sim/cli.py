@@ -6,13 +6,15 @@ import argparse
 import asyncio
 import contextlib
 import math
-import os
 import signal
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
+from typing import Any
 
+from kpimon.config import ConfigError, load_settings
+from kpimon.kafka_security import aiokafka_options
 from kpimon.sim.config import (
     ALLOWED_LATENESS,
     DEFAULT_QUEUES,
@@ -121,8 +123,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out = parser.add_argument_group("output")
     out.add_argument(
         "--bootstrap",
-        default=os.environ.get("KPIMON_BOOTSTRAP", "localhost:9092"),
-        help="Kafka bootstrap servers (default: $KPIMON_BOOTSTRAP or localhost:9092)",
+        help="Kafka bootstrap servers (default: kafka.bootstrap of the configuration, "
+        "i.e. $KPIMON_BOOTSTRAP, the config file, or localhost:9092)",
+    )
+    out.add_argument(
+        "--config",
+        help="TOML configuration file for the Kafka connection: bootstrap and security "
+        "(SASL/TLS) settings of [kafka] (default: $KPIMON_CONFIG; KPIMON_KAFKA__* apply)",
     )
     out.add_argument("--out", metavar="FILE.jsonl", help="write JSON lines here (- for stdout)")
     out.add_argument("--tickets-topic", default="support.tickets", metavar="TOPIC")
@@ -257,7 +264,14 @@ def run(args: argparse.Namespace) -> int:
             print(stats.summary(f"wrote to {args.out}:"), file=sys.stderr)
         return 0
     try:
-        asyncio.run(_main(records, args.bootstrap, args.realtime, not args.quiet, stats))
+        bootstrap, client_options = kafka_connection(args)
+    except ConfigError as exc:
+        print(f"kpimon simulate: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(
+            _main(records, bootstrap, args.realtime, not args.quiet, stats, client_options)
+        )
     except (KeyboardInterrupt, asyncio.CancelledError):
         print(stats.summary("interrupted; sent"), file=sys.stderr)
         # Stopping an unbounded demo is its normal end.
@@ -270,15 +284,29 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def kafka_connection(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """Bootstrap (``--bootstrap`` wins) and producer options from the configuration."""
+    settings = load_settings(args.config)
+    return args.bootstrap or settings.kafka.bootstrap, aiokafka_options(settings.kafka)
+
+
 async def _main(
-    records: Iterable[SimRecord], bootstrap: str, realtime: bool, progress: bool, stats: RunStats
+    records: Iterable[SimRecord],
+    bootstrap: str,
+    realtime: bool,
+    progress: bool,
+    stats: RunStats,
+    client_options: Mapping[str, Any] | None = None,
 ) -> None:
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     if task is not None:
         with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows
             loop.add_signal_handler(signal.SIGTERM, task.cancel)  # docker stop = Ctrl-C
-    await send_records(records, bootstrap, realtime=realtime, progress=progress, stats=stats)
+    await send_records(
+        records, bootstrap, realtime=realtime, progress=progress, stats=stats,
+        client_options=client_options,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

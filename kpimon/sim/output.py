@@ -10,7 +10,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -103,11 +103,21 @@ class RunStats:
 
 
 async def produce(
-    records: Iterable[SimRecord], bootstrap: str, *, realtime: bool, progress: bool = True
+    records: Iterable[SimRecord],
+    bootstrap: str,
+    *,
+    realtime: bool,
+    progress: bool = True,
+    client_options: Mapping[str, Any] | None = None,
 ) -> int:
-    """Send records to Kafka in order; in realtime mode each at its arrival time."""
+    """Send records to Kafka in order; in realtime mode each at its arrival time.
+
+    `client_options` go to the producer as well, e.g. the security settings of
+    `kpimon.kafka_security.aiokafka_options`.
+    """
     return await send_records(
-        records, bootstrap, realtime=realtime, progress=progress, stats=RunStats()
+        records, bootstrap, realtime=realtime, progress=progress, stats=RunStats(),
+        client_options=client_options,
     )
 
 
@@ -118,18 +128,20 @@ async def send_records(
     realtime: bool,
     progress: bool,
     stats: RunStats,
+    client_options: Mapping[str, Any] | None = None,
 ) -> int:
     from aiokafka import AIOKafkaProducer  # imported late: file output needs no client
 
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        client_id="kpimon-simulator",
-        acks="all",
-        enable_idempotence=True,
+    config: dict[str, Any] = {
+        "bootstrap_servers": bootstrap,
+        "client_id": "kpimon-simulator",
+        "acks": "all",
+        "enable_idempotence": True,
         # Batching buys throughput in fast mode; live messages should leave at once.
-        linger_ms=5 if realtime else 50,
-        max_batch_size=64 * 1024 if realtime else 512 * 1024,
-    )
+        "linger_ms": 5 if realtime else 50,
+        "max_batch_size": 64 * 1024 if realtime else 512 * 1024,
+    }
+    producer = AIOKafkaProducer(**{**config, **(client_options or {})})
     in_flight: list[asyncio.Future[Any]] = []
     next_report = time.monotonic() + 5.0
     last_sent, last_report = 0, time.monotonic()

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,7 +69,8 @@ class LocalKafka:
 
 
 @contextlib.contextmanager
-def local_kafka(data_dir: Path) -> Iterator[LocalKafka]:
+def local_kafka(data_dir: Path, extra_env: Mapping[str, str] | None = None) -> Iterator[LocalKafka]:
+    """`extra_env` goes to kafkactl too (e.g. KAFKA_SASL_USERS and KAFKA_SASL_PORT)."""
     port = free_port()
     env = {
         **os.environ,
@@ -77,6 +78,7 @@ def local_kafka(data_dir: Path) -> Iterator[LocalKafka]:
         "KAFKA_CONTROLLER_PORT": str(free_port()),
         "KAFKA_DATA_DIR": str(data_dir),
         "KPIMON_PYTHON": sys.executable,
+        **(extra_env or {}),
     }
     subprocess.run([str(KAFKACTL), "start"], env=env, check=True, timeout=600)
     try:
