@@ -5,7 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tests.integration.kafka_env import Topics, Worker
+import orjson
+
+from models.timestamps import parse_rfc3339
+from tests.integration.kafka_env import Topics, Worker, read_topic
 from tests.reference.batch import BatchConfig, compute
 from tests.support.compare import Samples, metric_problems
 
@@ -49,3 +52,14 @@ def wait_equal(records: list[Any], topics: Topics, now: float, workers: list[Wor
             return scrapes
         time.sleep(2)
     raise AssertionError(f"workers never matched the batch: {why}\n{workers[0].tail()}")
+
+
+def latest_windows(bootstrap: str, topic: str) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """The highest-revision record of every window on a KPI topic, by (q, c, start)."""
+    latest: dict[bytes | None, dict[str, Any]] = {}
+    for key, value in read_topic(bootstrap, topic):
+        record = orjson.loads(value or b"{}")
+        if key not in latest or record["revision"] >= latest[key]["revision"]:
+            latest[key] = record
+    return {(r["queue"], r["channel"], int(parse_rfc3339(r["window_start"]))): r
+            for r in latest.values()}

@@ -13,14 +13,12 @@ import asyncio
 import random
 import time
 from pathlib import Path
-from typing import Any
 
-import orjson
 import pytest
 
 from kpimon.sim import SimConfig, generate, produce
-from models.timestamps import parse_rfc3339
-from tests.integration.kafka_env import LocalKafka, Topics, Worker, events_total, read_topic
+from tests.integration.cluster import latest_windows
+from tests.integration.kafka_env import LocalKafka, Topics, Worker, events_total
 from tests.reference.batch import BatchConfig, compute
 from tests.support.compare import compare_windows, metric_problems
 
@@ -29,7 +27,8 @@ from tests.support.compare import compare_windows, metric_problems
 # survey that arrives before its ticket.created is counted when the created arrives,
 # tagged with the tickets offset; after a kill -9 the two topics may be re-read in a
 # different interleaving, the same contribution gets another tag, and it is skipped or
-# counted twice. Graceful stops, rebalances and broker restarts are not affected.
+# counted twice. A graceful hand-over (test_two_workers) and broker restarts pass;
+# repeated churn (test_rebalance, also soak) shows a few counts off as well.
 pytestmark = [pytest.mark.integration, pytest.mark.soak]
 
 KILLS = 5
@@ -95,13 +94,7 @@ def test_five_kill_nines_mid_stream_then_equal_to_batch(
     finally:
         worker.stop()
 
-    latest: dict[bytes | None, dict[str, Any]] = {}
-    for key, value in read_topic(kafka.bootstrap, topics.kpis):
-        record = orjson.loads(value or b"{}")
-        if key not in latest or record["revision"] >= latest[key]["revision"]:
-            latest[key] = record
-    streamed = {(r["queue"], r["channel"], int(parse_rfc3339(r["window_start"]))): r
-                for r in latest.values()}
+    streamed = latest_windows(kafka.bootstrap, topics.kpis)
     batch = compute([(r.topic, r.key, r.value) for r in records], now=now, config=batch_config)
     # Outcome accounting balances across the kills: each message counted exactly once.
     assert sum(outcomes.values()) == len(records)

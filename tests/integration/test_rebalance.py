@@ -10,15 +10,12 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Any
 
-import orjson
 import pytest
 
 from kpimon.sim import SimConfig, generate, produce
-from models.timestamps import parse_rfc3339
-from tests.integration.cluster import kpi_series, wait_equal
-from tests.integration.kafka_env import LocalKafka, Topics, Worker, read_topic
+from tests.integration.cluster import kpi_series, latest_windows, wait_equal
+from tests.integration.kafka_env import LocalKafka, Topics, Worker
 from tests.reference.batch import BatchConfig, compute
 from tests.support.compare import compare_windows
 
@@ -69,13 +66,7 @@ def test_two_then_three_then_one_worker(kafka: LocalKafka, tmp_path: Path) -> No
             if w is not None:
                 w.stop()
 
-    latest: dict[bytes | None, dict[str, Any]] = {}
-    for key, value in read_topic(kafka.bootstrap, topics.kpis):
-        record = orjson.loads(value or b"{}")
-        if key not in latest or record["revision"] >= latest[key]["revision"]:
-            latest[key] = record
-    streamed = {(r["queue"], r["channel"], int(parse_rfc3339(r["window_start"]))): r
-                for r in latest.values()}
+    streamed = latest_windows(kafka.bootstrap, topics.kpis)
     batch = compute([(r.topic, r.key, r.value) for r in records], now=now,
                     config=BatchConfig(tickets_topic=topics.tickets, surveys_topic=topics.surveys))
     marks = [v for (n, _), v in final.items() if n == "support_watermark_timestamp_seconds"]
