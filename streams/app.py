@@ -213,7 +213,6 @@ class KpiWorker:
         self.app.page("/healthz", name="healthz")(healthz)
         self.app.page("/readyz", name="readyz")(readyz)
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
-        self.tickets.on_recover(self._on_tickets_recovered)
 
     def _raw_topic(
         self, *names: str, partitions: int | None = None, internal: bool = False
@@ -505,18 +504,6 @@ class KpiWorker:
         await self.deadletter.send(key=key, value=record.model_dump_json().encode())
         # The payload may hold personal data: only the coordinates at INFO.
         log.info("dead-lettered %s[%d]@%d: %s", topic, partition, offset, reason.reason)
-
-    async def _on_tickets_recovered(self) -> None:
-        """Rebuild processors from the fully recovered table.
-
-        A processor created between the end of a rebalance and the start of its
-        recovery would start from a partial table and never learn the rest.
-        """
-        for partition in list(self.processors):
-            self.metrics.forget_partition(partition)
-        self.processors.clear()
-        self.stores.clear()
-        self.activity.clear()
 
     async def _on_revoked(self, sender: Any, revoked: Any, **_: Any) -> None:
         inputs = {self.settings.topics.tickets, self.settings.topics.surveys}
