@@ -198,6 +198,8 @@ class WorkerConfig(_Section):
     log_level: str = "info"
     # A worker that dies without leaving the group holds its partitions this long.
     session_timeout: float = Field(default=30.0, ge=3, le=300)
+    # Seconds between INFO progress lines (messages applied, watermarks); 0: none.
+    progress_interval: float = Field(default=30.0, ge=0, le=3600)
 
     @field_validator("processing_guarantee")
     @classmethod

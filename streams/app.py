@@ -31,20 +31,15 @@ from kpimon.kafka_security import aiokafka_options, faust_broker_credentials
 from models.decode import DeadLetter, Ignored, TopicKind, decode
 from models.records import DeadLetterRecord
 from models.timestamps import format_rfc3339
-from streams.facts import TicketFacts
-from streams.tickets import SURVEYS, TICKETS, Step, TicketProcessor
-from streams.windows import (
-    WindowState,
-    apply_deltas,
-    first_time,
-    group_deltas,
-    render,
-    window_id,
-)
+from streams.contributions import bucket
+from streams.store import InputPartition
+from streams.tickets import SURVEYS, TICKETS
+from streams.windows import MergedWindow, WindowState, newer, render, window_id
 
 log = logging.getLogger(__name__)
 
-_WATERMARK_KEY = b"\x00watermark"
+# Partial sums are sent to stage 2 this often: changes in between are coalesced.
+FLUSH_INTERVAL = 0.1
 
 
 def stage2_partition(queue: str, channel: str, partitions: int) -> int:
@@ -53,52 +48,6 @@ def stage2_partition(queue: str, channel: str, partitions: int) -> int:
     return int(murmur2(f"{queue}|{channel}".encode()) & 0x7FFFFFFF) % partitions
 # aiohttp refuses a charset inside content_type; the text format is UTF-8 anyway.
 _PROMETHEUS_TEXT = "text/plain; version=0.0.4"
-
-
-class TableTicketStore:
-    """`TicketStore` over a Faust table, for the tickets of one input partition.
-
-    Writes name their changelog partition explicitly instead of taking it from the
-    current event, so the idle-watermark timer can settle tickets outside any event;
-    a ticket's state always lives in its own partition's changelog either way. The
-    memory store does not say which partition a key belongs to, so each value starts
-    with its partition number, and recovery regroups tickets by it.
-    """
-
-    def __init__(self, table: Any, partition: int) -> None:
-        self.table = table
-        self.partition = partition
-        self._prefix = b"%d " % partition
-        self._watermark_key = _WATERMARK_KEY + b"%d" % partition
-
-    def get(self, ticket_id: str) -> TicketFacts | None:
-        raw = self.table.data.get(ticket_id.encode())
-        return None if raw is None else TicketFacts.from_bytes(raw[len(self._prefix):])
-
-    def put(self, ticket_id: str, facts: TicketFacts) -> None:
-        self._write(ticket_id.encode(), self._prefix + facts.to_bytes())
-
-    def delete(self, ticket_id: str) -> None:
-        key = ticket_id.encode()
-        self.table.data.pop(key, None)
-        self.table.send_changelog(self.partition, key, None, value_serializer="raw")
-
-    def items(self) -> Iterator[tuple[str, TicketFacts]]:
-        prefix = self._prefix
-        for key, raw in list(self.table.data.items()):
-            if not key.startswith(_WATERMARK_KEY) and raw.startswith(prefix):
-                yield key.decode(), TicketFacts.from_bytes(raw[len(prefix):])
-
-    def load_watermark(self) -> float:
-        raw = self.table.data.get(self._watermark_key)
-        return float(raw) if raw is not None else float("-inf")
-
-    def save_watermark(self, watermark: float) -> None:
-        self._write(self._watermark_key, repr(watermark).encode())
-
-    def _write(self, key: bytes, value: bytes) -> None:
-        self.table.data[key] = value
-        self.table.send_changelog(self.partition, key, value)
 
 
 class KpiWorker:
@@ -115,8 +64,7 @@ class KpiWorker:
         # (topic, partition) -> offset of the next input message to read
         self.next_offset: dict[tuple[str, int], int] = {}
         self.registry.register(ConsumerLagCollector(self._consumer_lag))
-        self.processors: dict[int, TicketProcessor] = {}
-        self.stores: dict[int, TableTicketStore] = {}
+        self.partitions: dict[int, InputPartition] = {}
         # partition -> (wall-clock of its last ticket event, watermark then)
         self.activity: dict[int, tuple[float, float]] = {}
         self.dirty: set[bytes] = set()
@@ -187,6 +135,12 @@ class KpiWorker:
         self.app.agent(self.deltas, name="aggregate")(self._aggregate)
         self.app.timer(settings.windows.emit_interval, name="emit")(self._emit)
         self.app.timer(1.0, name="heartbeat")(self._heartbeat)
+        self.app.timer(FLUSH_INTERVAL, name="flush")(self._flush)
+        if conf.progress_interval > 0:
+            self.app.timer(conf.progress_interval, name="progress")(self._progress)
+        self.applied = 0  # input messages applied by stage 1
+        self.merged = 0  # partial-sum messages merged by stage 2
+        self._progress_mark = (time.monotonic(), 0, 0)
         self.app.timer(0.25, name="emit_live")(self._emit_live)
         if settings.rules.watermark_idle_seconds > 0:
             self.app.timer(1.0, name="advance_idle")(self._advance_idle)
@@ -249,8 +203,8 @@ class KpiWorker:
             return
         tickets = self.settings.topics.tickets
         for tp in self.app.consumer.assignment():
-            if tp.topic == tickets and tp.partition not in self.processors:
-                self._processor(tp.partition)
+            if tp.topic == tickets and tp.partition not in self.partitions:
+                self._partition(tp.partition)
 
     def _expire_buckets(self) -> None:
         """Delete owned buckets that no rolling window or FCR correction can reach.
@@ -260,9 +214,12 @@ class KpiWorker:
         """
         now = time.monotonic()
         n = self.settings.kafka.partitions
-        if now - self._expiry_checked < 60 or len(self.source_watermarks) < n:
+        if now - self._expiry_checked < 60:
             return
         self._expiry_checked = now
+        self._expire_partials()
+        if len(self.source_watermarks) < n:
+            return
         keep = max(seconds for _, seconds in ROLLING) + self.settings.rules.fcr_window
         horizon = min(self.source_watermarks.values()) - keep
         self.expired_before = max(self.expired_before, horizon // 60 * 60)
@@ -329,55 +286,41 @@ class KpiWorker:
     ) -> None:
         kind: TopicKind = "tickets" if topic == self.settings.topics.tickets else "surveys"
         self.next_offset[(topic, partition)] = offset + 1
+        part = self._partition(partition)
+        if part.already_applied(topic, offset):
+            return  # redelivered after a crash or move; its effects are in the state
         now = time.time()
         decoded = decode(
             kind, key, value, now=now, max_clock_skew=self.settings.rules.max_clock_skew
         )
-        origin = (f"{kind[0]}{partition}", offset)
         if isinstance(decoded, DeadLetter):
             await self._dead_letter(decoded, topic, partition, offset, key, value, now)
-            await self._count(partition, origin, {(topic, "dead_letter"): 1},
-                              {(topic, decoded.reason): 1})
-            return
-        if isinstance(decoded, Ignored):
-            await self._count(partition, origin, {(topic, "ignored"): 1}, {})
-            return
-        processor = self._processor(partition)
-        before = processor.watermark
-        step = processor.process(kind, decoded)
-        if kind == "tickets":
-            self.activity[partition] = (now, processor.watermark)
-        await self._settle(partition, processor, before, step, now, origin)
+        before = part.watermark
+        part.apply(kind, offset, decoded)
+        self.applied += 1
+        if kind == "tickets" and not isinstance(decoded, DeadLetter | Ignored):
+            self.activity[partition] = (now, part.watermark)
+        if part.watermark != before:
+            self.metrics.watermark(partition, part.watermark)
 
-    async def _settle(
-        self,
-        partition: int,
-        processor: TicketProcessor,
-        before: float,
-        step: Step,
-        now: float,
-        origin: tuple[str, int] | None = None,
-    ) -> None:
-        if processor.watermark != before:
-            self.stores[partition].save_watermark(processor.watermark)
-            self.metrics.watermark(partition, processor.watermark)
-        await self._publish(step, partition, processor.watermark, origin)
-
-    def _processor(self, partition: int) -> TicketProcessor:
-        processor = self.processors.get(partition)
-        if processor is None:
-            store = TableTicketStore(self.tickets, partition)
-            watermark = store.load_watermark()
-            processor = TicketProcessor(store, self.rules, watermark)
-            self.processors[partition] = processor
-            self.stores[partition] = store
-            self.activity[partition] = (time.time(), watermark)
-            if watermark != float("-inf"):
-                self.metrics.watermark(partition, watermark)
-            log.info("partition %d: %d tickets with pending timers, watermark %s",
-                     partition, sum(1 for _ in processor.pending_timers()),
-                     format_rfc3339(watermark) if watermark > 0 else "none")
-        return processor
+    def _partition(self, partition: int) -> InputPartition:
+        part = self.partitions.get(partition)
+        if part is not None:
+            return part
+        names = {TICKETS: self.settings.topics.tickets, SURVEYS: self.settings.topics.surveys}
+        part = InputPartition.open(
+            self.tickets, partition, self.rules, names, time.time_ns() // 1_000_000
+        )
+        self.partitions[partition] = part
+        watermark = part.watermark
+        self.activity[partition] = (time.time(), watermark)
+        if watermark != float("-inf"):
+            self.metrics.watermark(partition, watermark)
+        log.info("partition %d: %d tickets with pending timers, %d windows, watermark %s",
+                 partition, sum(1 for _ in part.processor.pending_timers()),
+                 len(part.partials.windows),
+                 format_rfc3339(watermark) if watermark > 0 else "none")
+        return part
 
     async def _advance_idle(self) -> None:
         """Let event time follow wall-clock on partitions with no ticket event lately.
@@ -389,43 +332,52 @@ class KpiWorker:
         if self.app.rebalancing:
             return
         now = time.time()
-        for partition, processor in list(self.processors.items()):
+        for partition, part in list(self.partitions.items()):
             wall, base = self.activity[partition]
             if now - wall < idle or base == float("-inf"):
                 continue
-            before = processor.watermark
-            step = processor.advance(base + (now - wall))
-            await self._settle(partition, processor, before, step, now)
+            before = part.watermark
+            part.advance(base + (now - wall))
+            if part.watermark != before:
+                self.metrics.watermark(partition, part.watermark)
 
-    async def _publish(
-        self,
-        step: Step,
-        partition: int,
-        watermark: float,
-        origin: tuple[str, int] | None,
-    ) -> None:
-        topic_names = {TICKETS: self.settings.topics.tickets, SURVEYS: self.settings.topics.surveys}
-        if step.outcomes:
-            outcomes = {(topic_names[kind], o): n for (kind, o), n in step.outcomes.items()}
-            await self._count(partition, origin, outcomes, {})
-        payloads: dict[tuple[str, str], dict[str, Any]] = {}
-        for qc, buckets in group_deltas(step.deltas).items():
-            payloads[qc] = {"b": buckets}
-        for (queue, channel, priority, gauge), delta in step.live.items():
-            live = payloads.setdefault((queue, channel), {}).setdefault("l", [])
-            live.append([priority, gauge, delta])
-        for qc, created_at in step.oldest.items():
-            payloads.setdefault(qc, {})["o"] = created_at
+    async def _flush(self) -> None:
+        """Send the partial sums that changed to their stage-2 partitions, as values.
+
+        Coalescing a burst of changes into one message per pair keeps the internal
+        topic small; the version makes every message idempotent.
+        """
         n = self.settings.kafka.partitions
-        for (queue, channel), payload in payloads.items():
-            payload.update(q=queue, c=channel, p=partition, w=watermark)
-            if origin is not None:
-                payload["src"], payload["off"] = origin
-            await self.deltas.send(
-                key=f"{queue}|{channel}".encode(),
-                value=orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS),
-                partition=stage2_partition(queue, channel, n),
-            )
+        for partition, part in list(self.partitions.items()):
+            changes = part.partials.take_changes()
+            if not changes and not part.counts_changed:
+                continue
+            version = list(part.next_version())
+            for (queue, channel), (windows, gauges, oldest) in changes.items():
+                payload: dict[str, Any] = {"p": partition, "v": version, "q": queue,
+                                           "c": channel, "b": windows}
+                if gauges is not None:
+                    payload["l"] = [[p, g, k] for (p, g), k in gauges.items()]
+                    payload["o"] = oldest
+                await self.deltas.send(
+                    key=f"{queue}|{channel}".encode(),
+                    value=orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS),
+                    partition=stage2_partition(queue, channel, n),
+                )
+            if part.counts_changed:
+                part.counts_changed = False
+                payload = {"p": partition, "v": version, "n": part.outcomes, "r": part.reasons}
+                # The counters of input partition p live on stage-2 partition p.
+                await self.deltas.send(
+                    key=b"outcomes|%d" % partition, value=orjson.dumps(payload),
+                    partition=partition,
+                )
+
+    def _expire_partials(self) -> None:
+        keep = max(seconds for _, seconds in ROLLING) + self.settings.rules.fcr_window
+        for part in list(self.partitions.values()):
+            if part.processor.watermark != float("-inf"):
+                part.partials.expire(bucket(part.processor.watermark - keep))
 
     async def _heartbeat(self) -> None:
         """Tell every stage-2 partition the watermarks that moved, once a second.
@@ -436,34 +388,14 @@ class KpiWorker:
         self._adopt_assigned()
         self._reemit_gained()
         self._expire_buckets()
-        for partition, processor in list(self.processors.items()):
-            watermark = processor.watermark
+        for partition, part in list(self.partitions.items()):
+            watermark = part.processor.watermark
             if watermark == float("-inf") or self._heartbeat_sent.get(partition) == watermark:
                 continue
             self._heartbeat_sent[partition] = watermark
             value = orjson.dumps({"hb": watermark, "p": partition})
             for target in range(self.settings.kafka.partitions):
                 await self.deltas.send(key=None, value=value, partition=target)
-
-    async def _count(
-        self,
-        partition: int,
-        origin: tuple[str, int] | None,
-        outcomes: dict[tuple[str, str], int],
-        reasons: dict[tuple[str, str], int],
-    ) -> None:
-        """Send outcome counts to stage 2, tagged like deltas so replays count once."""
-        payload: dict[str, Any] = {
-            "n": {f"{t}|{o}": c for (t, o), c in outcomes.items()},
-            "r": {f"{t}|{r}": c for (t, r), c in reasons.items()},
-            "p": partition,
-        }
-        if origin is not None:
-            payload["src"], payload["off"] = origin
-        # The counters of input partition p live on stage-2 partition p.
-        await self.deltas.send(
-            key=b"outcomes|%d" % partition, value=orjson.dumps(payload), partition=partition
-        )
 
     def _owned_counts(self) -> tuple[list[tuple[str, str, int]], list[tuple[str, str, int]]]:
         owned = self.owned_stage2()
@@ -505,12 +437,30 @@ class KpiWorker:
         # The payload may hold personal data: only the coordinates at INFO.
         log.info("dead-lettered %s[%d]@%d: %s", topic, partition, offset, reason.reason)
 
+    async def _progress(self) -> None:
+        """One INFO line of what the worker did lately: long replays show progress."""
+        now = time.monotonic()
+        since, applied, merged = self._progress_mark
+        self._progress_mark = (now, self.applied, self.merged)
+        rate = (self.applied - applied) / max(now - since, 1e-9)
+        marks = ", ".join(
+            f"{p}: {format_rfc3339(part.watermark) if part.watermark > 0 else 'none'}"
+            for p, part in sorted(self.partitions.items())
+        )
+        ready, why = self.readiness()
+        log.info(
+            "progress: %d input messages applied (%.0f/s), %d partial sums merged; "
+            "stage 2 owns %s; watermarks {%s}; %s",
+            self.applied, rate, self.merged - merged, sorted(self.owned_stage2()), marks,
+            "consuming" if ready else why,
+        )
+
     async def _on_revoked(self, sender: Any, revoked: Any, **_: Any) -> None:
         inputs = {self.settings.topics.tickets, self.settings.topics.surveys}
         for tp in revoked:
             self.next_offset.pop((tp.topic, tp.partition), None)
-            if tp.topic in inputs and self.processors.pop(tp.partition, None) is not None:
-                del self.stores[tp.partition], self.activity[tp.partition]
+            if tp.topic in inputs and self.partitions.pop(tp.partition, None) is not None:
+                del self.activity[tp.partition]
                 self.metrics.forget_partition(tp.partition)
 
     # Stage 2 ---------------------------------------------------------------------
@@ -526,53 +476,43 @@ class KpiWorker:
             if "n" in payload:
                 self._apply_counts(source, payload)
                 continue
+            self.merged += 1
             queue, channel = payload["q"], payload["c"]
-            origin, offset = payload.get("src"), payload.get("off")
-            for start, cells in payload.get("b", {}).items():
+            version = (payload["v"][0], payload["v"][1])
+            for start, values in payload["b"].items():
                 if int(start) < self.expired_before:
                     self.late_dropped.inc()  # never recreate a partial old window
                     continue
                 key = f"{queue}|{channel}|{start}".encode()
                 raw = self.windows.get(key)
-                state = WindowState() if raw is None else WindowState.from_list(orjson.loads(raw))
-                if not first_time(state.applied, origin, offset):
-                    continue  # replayed after a crash or rebalance: already counted
-                if apply_deltas(state, cells):
-                    self.windows[key] = orjson.dumps(state.to_list())
+                merged = MergedWindow() if raw is None else MergedWindow.from_list(
+                    orjson.loads(raw))
+                if merged.offer(str(source), version, values):
                     self.dirty.add(key)
-            if "l" in payload or "o" in payload:
-                self._apply_live(queue, channel, source, payload)
+                # Stored even when the total is unchanged: the partial's version moved.
+                self.windows[key] = orjson.dumps(merged.to_list())
+            if "l" in payload:
+                self._apply_live(queue, channel, source, version, payload)
 
     def _apply_counts(self, source: int, payload: Any) -> None:
         key = b"outcomes|%d" % source
         raw = self.counters.get(key)
-        counts = {"n": {}, "r": {}, "a": {}} if raw is None else orjson.loads(raw)
-        if not first_time(counts["a"], payload.get("src"), payload.get("off")):
-            return  # replayed after a crash or rebalance: already counted
-        for field in ("n", "r"):
-            for name, n in payload[field].items():
-                counts[field][name] = counts[field].get(name, 0) + n
-        self.counters[key] = orjson.dumps(counts)
+        version = (payload["v"][0], payload["v"][1])
+        if raw is not None and not newer(version, orjson.loads(raw)["v"]):
+            return  # replayed after a crash or rebalance, or superseded
+        self.counters[key] = orjson.dumps({"v": version, "n": payload["n"], "r": payload["r"]})
 
-    def _apply_live(self, queue: str, channel: str, source: int, payload: Any) -> None:
+    def _apply_live(
+        self, queue: str, channel: str, source: int, version: tuple[int, int], payload: Any
+    ) -> None:
         key = f"{queue}|{channel}".encode()
         raw = self.live.get(key)
-        live = {"g": {}, "o": {}, "a": {}} if raw is None else orjson.loads(raw)
-        if not first_time(live.setdefault("a", {}), payload.get("src"), payload.get("off")):
-            return  # replayed after a crash or rebalance: already applied
-        gauges = live["g"]
-        for priority, gauge, delta in payload.get("l", ()):
-            name = f"{priority}|{gauge}"
-            gauges[name] = gauges.get(name, 0) + delta
-            if not gauges[name]:
-                del gauges[name]
-        if "o" in payload:
-            # Oldest waiting per input partition: a minimum is not a sum of deltas.
-            if payload["o"] is None:
-                live["o"].pop(str(source), None)
-            else:
-                live["o"][str(source)] = payload["o"]
-        self.live[key] = orjson.dumps(live)
+        partials: dict[str, list[Any]] = {} if raw is None else orjson.loads(raw)
+        if not newer(version, partials.get(str(source))):
+            return  # replayed after a crash or rebalance, or superseded
+        # [generation, sequence, [[priority, gauge, n], ...], oldest created_at or None]
+        partials[str(source)] = [version[0], version[1], payload["l"], payload["o"]]
+        self.live[key] = orjson.dumps(partials)
         self.live_dirty.add(key)
 
     # KpiSource for the collector: only what this worker owns -----------------------
@@ -607,14 +547,16 @@ class KpiWorker:
             queue, channel = key.decode().split("|")
             if not self._owned(queue, channel, owned):
                 continue
-            live = orjson.loads(raw)
-            gauges = {tuple(name.split("|")): n for name, n in live["g"].items()}
-            oldest = [
-                self.source_watermarks[int(p)] - created
-                for p, created in live["o"].items()
-                if int(p) in self.source_watermarks
-            ]
-            yield queue, channel, gauges, max(oldest, default=None)
+            gauges: dict[tuple[str, str], int] = {}
+            oldest: list[float] = []
+            for source, (_, _, partial, created) in orjson.loads(raw).items():
+                for priority, gauge, n in partial:
+                    gauges[(priority, gauge)] = gauges.get((priority, gauge), 0) + n
+                # The oldest wait of each input partition runs on its own watermark.
+                if created is not None and int(source) in self.source_watermarks:
+                    oldest.append(self.source_watermarks[int(source)] - created)
+            yield queue, channel, {k: n for k, n in gauges.items() if n}, max(
+                oldest, default=None)
 
     async def _emit(self) -> None:
         # Render everything before the first await: a window that changes while records

@@ -31,31 +31,64 @@ class WindowState:
 
     values: list[float] = field(default_factory=lambda: [0] * len(CELLS))
     revision: int = 0
-    # Highest input offset applied, per input topic-partition ("t0", "s3", ...). It is
-    # stored in the same changelog record as the sums, so a replay of the deltas topic
-    # after a crash or rebalance can never count an input message twice.
-    applied: dict[str, int] = field(default_factory=dict)
 
     def to_list(self) -> list[Any]:
-        return [self.revision, self.values, self.applied]
+        return [self.revision, self.values]
 
     @classmethod
     def from_list(cls, raw: list[Any]) -> WindowState:
-        return cls(values=raw[1], revision=raw[0], applied=raw[2] if len(raw) > 2 else {})
+        return cls(values=raw[1], revision=raw[0])
 
 
-def first_time(applied: dict[str, int], source: str | None, offset: int | None) -> bool:
-    """Record `(source, offset)` as applied; False when it (or a later one) already was.
+# (generation, sequence) of a partial value: a generation starts each time a worker
+# takes an input partition over, so values from before a crash or move never win.
+Version = tuple[int, int]
 
-    Deltas of one input partition reach a stage-2 partition in input-offset order, and
-    a replay re-sends them with the same offsets, so the highest offset is enough.
+
+def newer(version: Version, stored: list[Any] | None) -> bool:
+    """True when `version` supersedes a stored `[generation, sequence, ...]` entry."""
+    return stored is None or (version[0], version[1]) > (stored[0], stored[1])
+
+
+@dataclass(slots=True)
+class MergedWindow:
+    """Stage 2's window: the latest partial of each input partition, and their total.
+
+    Partials are absolute and versioned, so applying one twice, late, or after a newer
+    one changes nothing: replays of the internal topic after a crash or a rebalance are
+    harmless, and the total is the sum over input partitions, as in the batch.
     """
-    if source is None or offset is None:
-        return True  # not tied to an input message (idle watermark advance)
-    if offset <= applied.get(source, -1):
-        return False
-    applied[source] = offset
-    return True
+
+    state: WindowState = field(default_factory=WindowState)
+    partials: dict[str, list[Any]] = field(default_factory=dict)  # source -> [gen, seq, values]
+
+    def to_list(self) -> list[Any]:
+        return [self.state.revision, self.state.values, self.partials]
+
+    @classmethod
+    def from_list(cls, raw: list[Any]) -> MergedWindow:
+        return cls(WindowState(values=raw[1], revision=raw[0]), raw[2])
+
+    def offer(self, source: str, version: Version, values: list[float]) -> bool:
+        """Take a partial unless a newer one is known; True when the total changed."""
+        if not newer(version, self.partials.get(source)):
+            return False
+        old = self.partials.get(source)
+        self.partials[source] = [version[0], version[1], values]
+        if old is not None and old[2] == values:
+            return False
+        total = [0.0] * len(CELLS)
+        for _, _, partial in self.partials.values():
+            for i, v in enumerate(partial):
+                total[i] += v
+        for i, v in enumerate(total):
+            # Counts stay exact integers; a retracted float sum leaves no dust.
+            total[i] = round(v) if i not in _SUM_CELLS else (v if abs(v) >= 1e-9 else 0.0)
+        if total == self.state.values:
+            return False
+        self.state.values = total
+        self.state.revision += 1
+        return True
 
 
 def window_id(key: WindowKey) -> str:

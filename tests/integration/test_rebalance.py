@@ -1,8 +1,8 @@
 """Workers join and leave mid-stream (2 -> 3 -> 1): output and metrics equal the batch.
 
 Each change of membership happens right after a chunk of input was produced, while
-the workers are busy with it; the two leaving workers leave at once. (kill -9 has its
-own reproduction, tests/integration/test_crash_recovery.py, which documents a known gap.)
+the workers are busy with it; the two leaving workers leave at once. (kill -9 is
+tests/integration/test_crash_recovery.py.)
 """
 
 from __future__ import annotations
@@ -19,9 +19,7 @@ from tests.integration.kafka_env import LocalKafka, Topics, Worker
 from tests.reference.batch import BatchConfig, compute
 from tests.support.compare import compare_windows
 
-# Known to fail intermittently (a few counts short after the churn), kept as the
-# reproduction for the open reliability work: run with `-m soak`.
-pytestmark = [pytest.mark.integration, pytest.mark.soak]
+pytestmark = pytest.mark.integration
 
 
 def test_two_then_three_then_one_worker(kafka: LocalKafka, tmp_path: Path) -> None:

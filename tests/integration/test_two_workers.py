@@ -21,9 +21,7 @@ from tests.integration.cluster import kpi_series, wait_equal, watermarks
 from tests.integration.kafka_env import LocalKafka, Topics, Worker, events_total
 from tests.reference.batch import BatchConfig, compute
 
-# Intermittent since the exactly-once outcome counters went in (about 1 run in 3 ends a
-# count or two short after the hand-over); kept as a reproduction: run with `-m soak`.
-pytestmark = [pytest.mark.integration, pytest.mark.soak]
+pytestmark = pytest.mark.integration
 
 def _api(worker: Worker) -> dict[str, Any]:
     url = f"http://127.0.0.1:{worker.port}/api/kpis"

@@ -1,29 +1,68 @@
-"""Stage-2 window sums: deltas, revisions and the replay guard."""
+"""Window sums: deltas, revisions, and stage 2's merge of versioned partials."""
 
 from __future__ import annotations
 
-from streams.windows import CELL_INDEX, WindowState, apply_deltas, first_time, render
+from streams.windows import CELL_INDEX, CELLS, MergedWindow, WindowState, apply_deltas, render
+
+CREATED = CELL_INDEX["tickets_created"]
+FRT_SUM = CELL_INDEX["frt_sum_seconds"]
 
 
-def test_replayed_input_offsets_are_applied_once() -> None:
+def partial(created: int, frt_sum: float = 0.0) -> list[float]:
+    values = [0.0] * len(CELLS)
+    values[CREATED], values[FRT_SUM] = created, frt_sum
+    return values
+
+
+def test_the_total_is_the_sum_of_the_latest_partial_of_each_source() -> None:
+    merged = MergedWindow()
+    assert merged.offer("0", (1, 1), partial(2, 10.5))
+    assert merged.offer("1", (7, 1), partial(3, 1.0))
+    assert merged.offer("0", (1, 2), partial(4, 12.5))  # replaces source 0, adds nothing
+    assert merged.state.values[CREATED] == 7
+    assert merged.state.values[FRT_SUM] == 13.5
+    assert merged.state.revision == 3
+
+
+def test_replayed_late_or_superseded_partials_change_nothing() -> None:
+    merged = MergedWindow()
+    merged.offer("0", (1, 5), partial(5))
+    assert not merged.offer("0", (1, 5), partial(5))  # replayed
+    assert not merged.offer("0", (1, 4), partial(9))  # late, older sequence
+    assert not merged.offer("0", (0, 99), partial(9))  # from before a recovery
+    assert merged.state.values[CREATED] == 5 and merged.state.revision == 1
+    # A new generation wins even with a lower sequence: the recovered owner's truth.
+    assert merged.offer("0", (2, 1), partial(4))
+    assert merged.state.values[CREATED] == 4
+
+
+def test_an_unchanged_total_keeps_its_revision_but_records_the_version() -> None:
+    merged = MergedWindow()
+    merged.offer("0", (1, 1), partial(1))
+    assert not merged.offer("0", (1, 2), partial(1))
+    assert merged.partials["0"][:2] == [1, 2] and merged.state.revision == 1
+
+
+def test_merged_state_round_trips_and_renders_the_total() -> None:
+    merged = MergedWindow()
+    merged.offer("3", (1, 1), partial(1, 12.5))
+    merged.offer("2", (1, 1), partial(2, 0.25))
+    again = MergedWindow.from_list(merged.to_list())
+    assert again == merged
+    record = render(("billing", "chat", 1_795_341_600), again.state, 1_795_341_700.0)
+    assert (record["tickets_created"], record["frt_sum_seconds"], record["revision"]) == (
+        3, 12.75, 2)
+
+
+def test_float_dust_across_partials_merges_to_exact_zero() -> None:
+    merged = MergedWindow()
+    merged.offer("0", (1, 1), partial(1, 0.1 + 0.2))
+    merged.offer("1", (1, 1), partial(0, -0.3))
+    assert merged.state.values[FRT_SUM] == 0.0
+
+
+def test_state_round_trips() -> None:
     state = WindowState()
-    for source, offset in [("t0", 5), ("t0", 6), ("t0", 5), ("t0", 6), ("s0", 5), ("t1", 2)]:
-        if first_time(state.applied, source, offset):
-            apply_deltas(state, [("tickets_created", 1)])
-    assert state.values[CELL_INDEX["tickets_created"]] == 4  # t0@5, t0@6, s0@5, t1@2
-    assert state.revision == 4
-    assert state.applied == {"t0": 6, "s0": 5, "t1": 2}
-
-
-def test_changes_not_tied_to_an_input_message_are_always_applied() -> None:
-    applied: dict[str, int] = {}
-    assert first_time(applied, None, None) and first_time(applied, None, None)
-    assert applied == {}
-
-
-def test_state_round_trips_with_its_replay_marks() -> None:
-    state = WindowState()
-    first_time(state.applied, "t3", 41)
     apply_deltas(state, [("frt_sum_seconds", 12.5), ("frt_count", 1)])
     again = WindowState.from_list(state.to_list())
     assert again == state

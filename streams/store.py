@@ -1,0 +1,206 @@
+"""Stage 1's durable state of one input partition, over a Faust table's changelog.
+
+Free of Faust imports: the table is anything with a `data` mapping and
+`send_changelog(partition, key, value, ...)`, so the crash-consistency of the journal
+is testable by cutting a recorded changelog at every point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from models.decode import DeadLetter, Decoded, Ignored, TopicKind
+from streams.facts import TicketFacts
+from streams.partials import Partials
+from streams.rules import KpiRules
+from streams.tickets import Step, TicketProcessor
+
+_WATERMARK_KEY = b"\x00watermark"
+_JOURNAL_KEY = b"\x00journal"
+
+
+class TableTicketStore:
+    """`TicketStore` over a Faust table, for the tickets of one input partition.
+
+    Writes name their changelog partition explicitly instead of taking it from the
+    current event, so the idle-watermark timer can settle tickets outside any event;
+    a ticket's state always lives in its own partition's changelog either way. The
+    memory store does not say which partition a key belongs to, so each value starts
+    with its partition number, and recovery regroups tickets by it.
+
+    One input message may change several keys (its ticket, tickets whose timers fire,
+    the watermark). A crash can cut the changelog between any two records, so the
+    changes are staged and `commit` first writes one journal record holding all of
+    them with the partition's outcome counts and read position, then the keys
+    themselves. Recovery replays the last journal record over the keys: the state is
+    then exactly that after some input message, never half of one.
+    """
+
+    def __init__(self, table: Any, partition: int) -> None:
+        self.table = table
+        self.partition = partition
+        self._prefix = b"%d " % partition
+        self._watermark_key = _WATERMARK_KEY + b"%d" % partition
+        self._journal_key = _JOURNAL_KEY + b"%d" % partition
+        self._staged: dict[bytes, bytes | None] = {}
+
+    def get(self, ticket_id: str) -> TicketFacts | None:
+        raw = self.table.data.get(ticket_id.encode())
+        return None if raw is None else TicketFacts.from_bytes(raw[len(self._prefix):])
+
+    def put(self, ticket_id: str, facts: TicketFacts) -> None:
+        self._stage(ticket_id.encode(), self._prefix + facts.to_bytes())
+
+    def delete(self, ticket_id: str) -> None:
+        self._stage(ticket_id.encode(), None)
+
+    def items(self) -> Iterator[tuple[str, TicketFacts]]:
+        prefix = self._prefix
+        for key, raw in list(self.table.data.items()):
+            if not key.startswith(b"\x00") and raw.startswith(prefix):
+                yield key.decode(), TicketFacts.from_bytes(raw[len(prefix):])
+
+    def load_watermark(self) -> float:
+        raw = self.table.data.get(self._watermark_key)
+        return float(raw[len(self._prefix):]) if raw is not None else float("-inf")
+
+    def save_watermark(self, watermark: float) -> None:
+        self._stage(self._watermark_key, self._prefix + repr(watermark).encode())
+
+    def _stage(self, key: bytes, value: bytes | None) -> None:
+        if value is None:
+            self.table.data.pop(key, None)
+        else:
+            self.table.data[key] = value
+        self._staged[key] = value
+
+    def commit(self, ledger: dict[str, Any]) -> None:
+        """Write the staged changes after a journal record holding them and `ledger`."""
+        staged, self._staged = self._staged, {}
+        cut = len(self._prefix)
+        journal = dict(ledger)
+        journal["c"] = [
+            [key.decode(), None if value is None else value[cut:].decode()]
+            for key, value in staged.items()
+        ]
+        self._write(self._journal_key, self._prefix + orjson.dumps(journal))
+        for key, value in staged.items():
+            self._write(key, value)
+
+    def recover(self) -> dict[str, Any]:
+        """Replay the last journal record over the keys; the ledger it carried."""
+        raw = self.table.data.get(self._journal_key)
+        if raw is None:
+            return {}
+        journal: dict[str, Any] = orjson.loads(raw[len(self._prefix):])
+        for key, value in journal.pop("c", ()):
+            # Written again, so a later journal record can never hide a lost write.
+            self._write(key.encode(), None if value is None else self._prefix + value.encode())
+        return journal
+
+    def _write(self, key: bytes, value: bytes | None) -> None:
+        if value is None:
+            self.table.data.pop(key, None)
+            self.table.send_changelog(self.partition, key, None, value_serializer="raw")
+        else:
+            self.table.data[key] = value
+            self.table.send_changelog(self.partition, key, value)
+
+
+@dataclass(slots=True)
+class InputPartition:
+    """Stage 1's state of one input partition: facts and timers, partial sums, and
+    the ledger (outcome counts and read position) that is journaled with every change.
+
+    `topics` maps the engine's topic kinds ("tickets", "surveys") to topic names, which
+    label the outcome counts.
+    """
+
+    store: TableTicketStore
+    processor: TicketProcessor
+    partials: Partials
+    generation: int
+    topics: Mapping[str, str]
+    outcomes: dict[str, int] = field(default_factory=dict)  # "topic|outcome" -> count
+    reasons: dict[str, int] = field(default_factory=dict)  # "topic|reason" -> count
+    # topic -> offset of the last input message whose effects are in the state
+    position: dict[str, int] = field(default_factory=dict)
+    sequence: int = 0
+    counts_changed: bool = True
+
+    @classmethod
+    def open(
+        cls, table: Any, partition: int, rules: KpiRules, topics: Mapping[str, str],
+        now_ms: int,
+    ) -> InputPartition:
+        """The partition's state from its recovered table, in a new generation."""
+        store = TableTicketStore(table, partition)
+        ledger = store.recover()
+        processor = TicketProcessor(store, rules, store.load_watermark())
+        partials = Partials.rebuild(store.items(), rules)
+        # A new generation outranks every partial sent before this recovery, including
+        # ones that reflect input the recovered state has not seen yet.
+        generation = max(int(ledger.get("g", 0)) + 1, now_ms)
+        part = cls(
+            store, processor, partials, generation, topics,
+            outcomes=ledger.get("n", {}), reasons=ledger.get("r", {}),
+            position=ledger.get("m", {}),
+        )
+        part.commit()
+        return part
+
+    @property
+    def watermark(self) -> float:
+        return self.processor.watermark
+
+    def already_applied(self, topic: str, offset: int) -> bool:
+        return offset <= self.position.get(topic, -1)
+
+    def apply(
+        self, kind: TopicKind, offset: int, decoded: Decoded
+    ) -> None:
+        """Apply one input message (already decoded) and journal it with its outcome."""
+        topic = self.topics[kind]
+        if isinstance(decoded, DeadLetter):
+            self._count({f"{topic}|dead_letter": 1}, {f"{topic}|{decoded.reason}": 1})
+        elif isinstance(decoded, Ignored):
+            self._count({f"{topic}|ignored": 1})
+        else:
+            before = self.processor.watermark
+            self._settle(before, self.processor.process(kind, decoded))
+        self.commit(topic, offset)
+
+    def advance(self, watermark: float) -> None:
+        """Move event time with no input message (an idle partition), and journal it."""
+        before = self.processor.watermark
+        self._settle(before, self.processor.advance(watermark))
+        self.commit()
+
+    def _settle(self, before: float, step: Step) -> None:
+        if self.processor.watermark != before:
+            self.store.save_watermark(self.processor.watermark)
+        if step.outcomes:
+            self._count({f"{self.topics[k]}|{o}": n for (k, o), n in step.outcomes.items()})
+        self.partials.apply(step)
+
+    def _count(self, outcomes: dict[str, int], reasons: dict[str, int] | None = None) -> None:
+        for name, n in outcomes.items():
+            self.outcomes[name] = self.outcomes.get(name, 0) + n
+        for name, n in (reasons or {}).items():
+            self.reasons[name] = self.reasons.get(name, 0) + n
+        self.counts_changed = True
+
+    def commit(self, topic: str | None = None, offset: int | None = None) -> None:
+        if topic is not None and offset is not None:
+            self.position[topic] = offset
+        self.store.commit(
+            {"n": self.outcomes, "r": self.reasons, "m": self.position, "g": self.generation}
+        )
+
+    def next_version(self) -> tuple[int, int]:
+        self.sequence += 1
+        return self.generation, self.sequence
