@@ -95,8 +95,8 @@ def test_five_kill_nines_mid_stream_then_equal_to_batch(
     assert sum(outcomes.values()) == len(records)
     assert outcomes == dict(+batch.outcomes)
     result = compare_windows(streamed, batch.windows, until=min(marks.values()) - 900)
-    print(f"\ncrash recovery: {len(records)} messages, {KILLS} kill -9 after "
-          f"{killed_after} outcomes of their chunks, {result.compared} windows compared, "
+    print(f"\ncrash recovery: {len(records)} messages, {KILLS} kill -9 with "
+          f"{killed_after} messages still unread, {result.compared} windows compared, "
           f"{len(result.mismatches)} mismatches, {checked} metric values equal, "
           f"outcomes {sum(outcomes.values())} = messages {len(records)}")
     assert result.compared > 3000

@@ -192,3 +192,39 @@ def test_faust_app_takes_the_credentials_and_authenticates(
 
     metadata = asyncio.run(run())
     assert metadata.topic == "sasl.faust" and metadata.offset >= 0
+
+
+def test_a_worker_runs_end_to_end_over_sasl(
+    sasl_kafka: tuple[LocalKafka, str], tmp_path: Path
+) -> None:
+    """Every client of a worker (Faust's consumer, producer and admin, the wallboard's
+    follower) connects with the credentials: the simulator's events come out as KPIs."""
+    from kpimon.sim import SimConfig, generate
+    from tests.integration.kafka_env import Topics, Worker, events_total
+
+    broker, sasl = sasl_kafka
+    topics = Topics.named("saslrun")
+    broker.create_topics(topics, partitions=2)  # over the plain listener, as an admin would
+    now = time.time()
+    records = list(generate(SimConfig(
+        seed=3, start=now - 1800, duration=1200, rate=10, now=now,
+        tickets_topic=topics.tickets, surveys_topic=topics.surveys,
+    )))
+    env = {**sasl_env(sasl), "KPIMON_PARTITIONS": "2"}
+    worker = Worker(broker, topics, "kpimon-sasl", tmp_path / "worker", env)
+    try:
+        worker.wait_ready()
+        asyncio.run(produce(records, sasl, realtime=False, progress=False,
+                            client_options=aiokafka_options(settings_kafka(sasl))))
+        deadline = time.monotonic() + 120
+        while sum(events_total(worker.metrics()).values()) < len(records):
+            assert time.monotonic() < deadline, worker.tail()
+            time.sleep(1)
+        assert sum(events_total(worker.metrics()).values()) == len(records)
+        kpis = asyncio.run(read_all(sasl, aiokafka_options(settings_kafka(sasl)), topics.kpis,
+                                    want=1))
+        assert kpis, "no KPI record published over SASL"
+        log = worker.log_path.read_text(errors="replace")
+        assert PASSWORD not in log
+    finally:
+        worker.stop()
