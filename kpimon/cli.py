@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import sys
@@ -35,6 +36,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     follow = sub.add_parser("tail", help="print KPI window records as they are published")
     tail.add_arguments(follow)
 
+    from kpimon import generate
+
+    gen = sub.add_parser("generate", help="write Prometheus rules and Alertmanager "
+                         "configuration from deploy/kpi-catalogue.toml")
+    generate.add_arguments(gen)
+
     args = parser.parse_args(argv)
     try:
         if args.command == "worker":
@@ -52,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _schema(args)
         if args.command == "tail":
             return tail.run(args)
+        if args.command == "generate":
+            return generate.run(args)
         return sim.run(args)
     except ConfigError as exc:
         print(f"kpimon: {exc}", file=sys.stderr)
@@ -63,7 +72,16 @@ def _worker(args: argparse.Namespace) -> int:
     from faust.worker import Worker
 
     from streams.app import KpiWorker
+    from streams.topics import ensure_internal_topics
 
+    # Faust runs on the current event loop: create the topics on that same loop.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(ensure_internal_topics(settings))
+    except RuntimeError as exc:
+        print(f"kpimon worker: {exc}", file=sys.stderr)
+        return 1
     kpi = KpiWorker(settings)
     worker = Worker(kpi.app, loglevel=settings.worker.log_level)
     # Faust warns each time its fixed 100-message changelog buffer makes a stream wait:

@@ -56,6 +56,8 @@ SSL_PROTOCOLS = frozenset({"SSL", "SASL_SSL"})
 class KafkaConfig(_Section):
     bootstrap: str = "localhost:9092"
     partitions: int = Field(default=4, ge=1, le=1024)
+    # Of the topics the worker creates (internal topics, changelogs): 3 in production.
+    replication_factor: int = Field(default=1, ge=1, le=32)
     # How every Kafka client connects (worker, centre view, simulator, tail); the clients
     # get their options from `kpimon.kafka_security`. Prefer the environment for the
     # password: KPIMON_KAFKA__SASL_PASSWORD.

@@ -96,7 +96,7 @@ class KpiWorker:
             datadir=conf.data_dir,
             processing_guarantee=conf.processing_guarantee,
             topic_partitions=settings.kafka.partitions,
-            topic_replication_factor=1,
+            topic_replication_factor=settings.kafka.replication_factor,
             broker_session_timeout=conf.session_timeout,
             broker_heartbeat_interval=conf.session_timeout / 10,
             # With the in-memory store, standby copies do not survive: the store drops keys
