@@ -33,6 +33,25 @@ if [ "${1:-}" = "--browser" ] && { ! command -v chromium >/dev/null 2>&1 || ! co
   fi
 fi
 
+# promtool and amtool (and the prometheus/alertmanager binaries) from Debian's packages,
+# for the tests of the generated alert rules and Alertmanager configuration.
+if ! command -v promtool >/dev/null 2>&1 || ! command -v amtool >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing prometheus and prometheus-alertmanager (Debian packages) for promtool/amtool"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      prometheus prometheus-alertmanager >/dev/null
+    # Only their command-line tools are wanted: stop the daemons the packages may have
+    # started (ports 9090/9093), as they were not running before this install.
+    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+      systemctl disable --now prometheus prometheus-alertmanager >/dev/null 2>&1 || true
+    fi
+  else
+    say "missing promtool/amtool (the deploy tests need them): run" \
+      "'apt-get install prometheus prometheus-alertmanager' as root"
+  fi
+fi
+
 stamp=.venv/.kpimon-installed
 if [ ! -x .venv/bin/python ]; then
   say "creating the virtualenv in .venv"
