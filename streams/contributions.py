@@ -8,6 +8,7 @@ FCR retraction on reopen and SLA breach at the deadline all follow from that.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import defaultdict
 
 from models.records import HIST_BOUNDS, HIST_KEYS, WINDOW_SECONDS
@@ -105,9 +106,8 @@ def _histogram(
     out: Contributions, q: str, c: str, b: int, cells: tuple[str, ...], value: float
 ) -> None:
     # Cumulative: the value counts in every cell whose upper bound is >= value.
-    for bound, cell in zip(HIST_BOUNDS, cells, strict=True):
-        if value <= bound:
-            out[(q, c, b, cell)] += 1
+    for cell in cells[bisect_left(HIST_BOUNDS, value):]:
+        out[(q, c, b, cell)] += 1
 
 
 def _survey_contributions(

@@ -81,6 +81,9 @@ class Step:
                 self.deltas.pop(key, None)
 
 
+# Contributions kept for the most recently settled tickets (about 2 KiB each).
+_RECENT_TICKETS = 4096
+
 _HELD_KIND = {
     AgentReplied: REPLY,
     Handled: HANDLED,
@@ -108,6 +111,11 @@ class TicketProcessor:
         self._waiting_heap: dict[tuple[str, str], list[tuple[float, str]]] = {}
         self._reported_oldest: dict[tuple[str, str], float | None] = {}
         self._touched: set[tuple[str, str]] = set()
+        # The contributions last computed for recently settled tickets, so the next event
+        # of a busy ticket need not compute its old contributions again. Bounded.
+        self._recent: dict[
+            str, tuple[float, Contributions, dict[LiveKey, int]]
+        ] = {}
         self.rebuild_timers(store.items())
 
     def rebuild_timers(self, items: Iterable[tuple[str, TicketFacts]]) -> None:
@@ -142,7 +150,7 @@ class TicketProcessor:
         # partition); letting it move time would orphan ticket events not yet read.
         if topic == TICKETS and event.occurred_at > self.watermark:
             self.watermark = event.occurred_at
-        before = self._shown(facts)
+        before = self._shown(ticket_id, facts)
         facts.seen.append(event.event_id)
         facts.last_event_at = max(facts.last_event_at, event.occurred_at)
         outcome = self._apply(facts, event, step)
@@ -205,11 +213,16 @@ class TicketProcessor:
         else:
             facts.reopens.append(t)
 
-    def _shown(self, facts: TicketFacts) -> tuple[Contributions, dict[LiveKey, int]]:
+    def _shown(
+        self, ticket_id: str, facts: TicketFacts
+    ) -> tuple[Contributions, dict[LiveKey, int]]:
         """What the ticket currently contributes (as of its last evaluation)."""
         if not facts.seen:
             return {}, {}
         at = facts.evaluated_at
+        cached = self._recent.get(ticket_id)
+        if cached is not None and cached[0] == at:
+            return cached[1], cached[2]
         return contributions(facts, at, self.rules), live_state(facts, at, self.rules)
 
     def _settle(
@@ -226,9 +239,14 @@ class TicketProcessor:
             if len(kept) < len(facts.held):
                 step.outcomes[(TICKETS, "orphaned")] += len(facts.held) - len(kept)
                 facts.held = kept
-        step.add_deltas(diff(before[0], contributions(facts, self.watermark, self.rules)))
-        step.add_live(before[1], live_state(facts, self.watermark, self.rules))
+        shown = contributions(facts, self.watermark, self.rules)
+        live = live_state(facts, self.watermark, self.rules)
+        step.add_deltas(diff(before[0], shown))
+        step.add_live(before[1], live)
         facts.evaluated_at = self.watermark
+        if len(self._recent) >= _RECENT_TICKETS:
+            self._recent.clear()
+        self._recent[ticket_id] = (self.watermark, shown, live)
         self.store.put(ticket_id, facts)
         self._index_waiting(ticket_id, facts)
         self._schedule(ticket_id, self._due(facts))
@@ -294,13 +312,13 @@ class TicketProcessor:
                 if facts.held:
                     step.outcomes[(TICKETS, "orphaned")] += len(facts.held)
                 # Forgotten tickets leave the live gauges; their history stays in windows.
-                step.add_live(self._shown(facts)[1], {})
+                step.add_live(self._shown(ticket_id, facts)[1], {})
                 if facts.known:
                     self._waiting.get((facts.queue, facts.channel), {}).pop(ticket_id, None)
                     self._touched.add((facts.queue, facts.channel))
                 self.store.delete(ticket_id)
                 continue
-            self._settle(ticket_id, facts, self._shown(facts), step)
+            self._settle(ticket_id, facts, self._shown(ticket_id, facts), step)
 
     def pending_timers(self) -> Iterator[tuple[float, str]]:
         """Live timers, earliest first (for inspection and tests)."""
