@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 # Partial sums are sent to stage 2 this often: changes in between are coalesced.
 FLUSH_INTERVAL = 0.1
+PRODUCER_LINGER = 0.005
 
 
 def stage2_partition(queue: str, channel: str, partitions: int) -> int:
@@ -97,6 +98,9 @@ class KpiWorker:
             processing_guarantee=conf.processing_guarantee,
             topic_partitions=settings.kafka.partitions,
             topic_replication_factor=settings.kafka.replication_factor,
+            # Faust sends every record as soon as it is buffered: one produce request per
+            # record or two. A few milliseconds of linger batch them (the largest cost).
+            producer_linger=PRODUCER_LINGER,
             broker_session_timeout=conf.session_timeout,
             broker_heartbeat_interval=conf.session_timeout / 10,
             # With the in-memory store, standby copies do not survive: the store drops keys
