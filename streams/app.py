@@ -51,6 +51,12 @@ def stage2_partition(queue: str, channel: str, partitions: int) -> int:
 _PROMETHEUS_TEXT = "text/plain; version=0.0.4"
 
 
+def _put(table: Any, partition: int, key: bytes, value: bytes) -> None:
+    """Set a table key and write it to the named changelog partition."""
+    table.data[key] = value
+    table.send_changelog(partition, key, value)
+
+
 class KpiWorker:
     """Builds the Faust app for one `Settings` and holds the worker's live state."""
 
@@ -470,15 +476,19 @@ class KpiWorker:
     # Stage 2 ---------------------------------------------------------------------
 
     async def _aggregate(self, stream: Any) -> None:
-        async for value in stream:
-            payload = orjson.loads(value)
+        async for event in stream.events():
+            # Writes name the changelog partition (this deltas partition) themselves:
+            # Faust's own check of the changelog's partition count fails while a new
+            # worker has no metadata for it yet, and would crash the agent.
+            here = event.message.partition
+            payload = orjson.loads(event.value)
             source = payload["p"]
             if "hb" in payload:
                 if payload["hb"] > self.source_watermarks.get(source, float("-inf")):
                     self.source_watermarks[source] = payload["hb"]
                 continue
             if "n" in payload:
-                self._apply_counts(source, payload)
+                self._apply_counts(here, source, payload)
                 continue
             self.merged += 1
             queue, channel = payload["q"], payload["c"]
@@ -494,20 +504,22 @@ class KpiWorker:
                 if merged.offer(str(source), version, values):
                     self.dirty.add(key)
                 # Stored even when the total is unchanged: the partial's version moved.
-                self.windows[key] = orjson.dumps(merged.to_list())
+                _put(self.windows, here, key, orjson.dumps(merged.to_list()))
             if "l" in payload:
-                self._apply_live(queue, channel, source, version, payload)
+                self._apply_live(here, queue, channel, source, version, payload)
 
-    def _apply_counts(self, source: int, payload: Any) -> None:
+    def _apply_counts(self, here: int, source: int, payload: Any) -> None:
         key = b"outcomes|%d" % source
         raw = self.counters.get(key)
         version = (payload["v"][0], payload["v"][1])
         if raw is not None and not newer(version, orjson.loads(raw)["v"]):
             return  # replayed after a crash or rebalance, or superseded
-        self.counters[key] = orjson.dumps({"v": version, "n": payload["n"], "r": payload["r"]})
+        _put(self.counters, here, key,
+             orjson.dumps({"v": version, "n": payload["n"], "r": payload["r"]}))
 
     def _apply_live(
-        self, queue: str, channel: str, source: int, version: tuple[int, int], payload: Any
+        self, here: int, queue: str, channel: str, source: int, version: tuple[int, int],
+        payload: Any,
     ) -> None:
         key = f"{queue}|{channel}".encode()
         raw = self.live.get(key)
@@ -516,7 +528,7 @@ class KpiWorker:
             return  # replayed after a crash or rebalance, or superseded
         # [generation, sequence, [[priority, gauge, n], ...], oldest created_at or None]
         partials[str(source)] = [version[0], version[1], payload["l"], payload["o"]]
-        self.live[key] = orjson.dumps(partials)
+        _put(self.live, here, key, orjson.dumps(partials))
         self.live_dirty.add(key)
 
     # KpiSource for the collector: only what this worker owns -----------------------

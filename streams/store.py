@@ -19,7 +19,6 @@ from streams.partials import Partials
 from streams.rules import KpiRules
 from streams.tickets import Step, TicketProcessor
 
-_WATERMARK_KEY = b"\x00watermark"
 _JOURNAL_KEY = b"\x00journal"
 
 
@@ -32,10 +31,10 @@ class TableTicketStore:
     memory store does not say which partition a key belongs to, so each value starts
     with its partition number, and recovery regroups tickets by it.
 
-    One input message may change several keys (its ticket, tickets whose timers fire,
-    the watermark). A crash can cut the changelog between any two records, so the
-    changes are staged and `commit` first writes one journal record holding all of
-    them with the partition's outcome counts and read position, then the keys
+    One input message may change several keys (its ticket and tickets whose timers
+    fire). A crash can cut the changelog between any two records, so the changes are
+    staged and `commit` first writes one journal record holding all of them with the
+    partition's ledger (outcome counts, read position, watermark), then the keys
     themselves. Recovery replays the last journal record over the keys: the state is
     then exactly that after some input message, never half of one.
     """
@@ -44,7 +43,6 @@ class TableTicketStore:
         self.table = table
         self.partition = partition
         self._prefix = b"%d " % partition
-        self._watermark_key = _WATERMARK_KEY + b"%d" % partition
         self._journal_key = _JOURNAL_KEY + b"%d" % partition
         self._staged: dict[bytes, bytes | None] = {}
 
@@ -63,13 +61,6 @@ class TableTicketStore:
         for key, raw in list(self.table.data.items()):
             if not key.startswith(b"\x00") and raw.startswith(prefix):
                 yield key.decode(), TicketFacts.from_bytes(raw[len(prefix):])
-
-    def load_watermark(self) -> float:
-        raw = self.table.data.get(self._watermark_key)
-        return float(raw[len(self._prefix):]) if raw is not None else float("-inf")
-
-    def save_watermark(self, watermark: float) -> None:
-        self._stage(self._watermark_key, self._prefix + repr(watermark).encode())
 
     def _stage(self, key: bytes, value: bytes | None) -> None:
         if value is None:
@@ -140,7 +131,11 @@ class InputPartition:
         """The partition's state from its recovered table, in a new generation."""
         store = TableTicketStore(table, partition)
         ledger = store.recover()
-        processor = TicketProcessor(store, rules, store.load_watermark())
+        # The watermark travels in every journal record (JSON has no -inf: None).
+        watermark = ledger.get("w")
+        processor = TicketProcessor(
+            store, rules, float("-inf") if watermark is None else float(watermark)
+        )
         partials = Partials.rebuild(store.items(), rules)
         # A new generation outranks every partial sent before this recovery, including
         # ones that reflect input the recovered state has not seen yet.
@@ -170,19 +165,15 @@ class InputPartition:
         elif isinstance(decoded, Ignored):
             self._count({f"{topic}|ignored": 1})
         else:
-            before = self.processor.watermark
-            self._settle(before, self.processor.process(kind, decoded))
+            self._settle(self.processor.process(kind, decoded))
         self.commit(topic, offset)
 
     def advance(self, watermark: float) -> None:
         """Move event time with no input message (an idle partition), and journal it."""
-        before = self.processor.watermark
-        self._settle(before, self.processor.advance(watermark))
+        self._settle(self.processor.advance(watermark))
         self.commit()
 
-    def _settle(self, before: float, step: Step) -> None:
-        if self.processor.watermark != before:
-            self.store.save_watermark(self.processor.watermark)
+    def _settle(self, step: Step) -> None:
         if step.outcomes:
             self._count({f"{self.topics[k]}|{o}": n for (k, o), n in step.outcomes.items()})
         self.partials.apply(step)
@@ -197,9 +188,11 @@ class InputPartition:
     def commit(self, topic: str | None = None, offset: int | None = None) -> None:
         if topic is not None and offset is not None:
             self.position[topic] = offset
-        self.store.commit(
-            {"n": self.outcomes, "r": self.reasons, "m": self.position, "g": self.generation}
-        )
+        watermark = self.processor.watermark
+        self.store.commit({
+            "n": self.outcomes, "r": self.reasons, "m": self.position, "g": self.generation,
+            "w": None if watermark == float("-inf") else watermark,
+        })
 
     def next_version(self) -> tuple[int, int]:
         self.sequence += 1

@@ -30,10 +30,19 @@ class InternalTopic:
     compacted: bool = False
 
 
+# The worker's tables (streams/app.py); Faust names their changelogs after them.
+TABLES = ("tickets", "windows", "live", "counters")
+
+
 def internal_topics(settings: Settings) -> list[InternalTopic]:
-    """Stage 2's input (partial sums) and the live snapshots every worker follows."""
+    """Stage 2's input (partial sums), the live snapshots every worker follows, and
+    the tables' changelogs (compacted, as Faust would create them)."""
     app_id, n = settings.worker.app_id, settings.kafka.partitions
-    return [InternalTopic(f"{app_id}-deltas", n), InternalTopic(f"{app_id}-live", n, True)]
+    return [
+        InternalTopic(f"{app_id}-deltas", n),
+        InternalTopic(f"{app_id}-live", n, compacted=True),
+        *(InternalTopic(f"{app_id}-{table}-changelog", n, compacted=True) for table in TABLES),
+    ]
 
 
 async def ensure_internal_topics(settings: Settings, within: float = 60.0) -> None:

@@ -100,10 +100,11 @@ def test_recovery_from_any_cut_is_the_state_after_a_whole_message(
     rules = KpiRules()
     table = RecordingTable()
     part = InputPartition.open(table, 0, rules, NAMES, now_ms=1)
-    after: list[tuple[dict[bytes, bytes], dict[str, int], int]] = []
+    after: list[tuple[dict[bytes, bytes], dict[str, int], int, float]] = []
     for kind, offset, decoded in messages:
         part.apply(kind, offset, decoded)  # type: ignore[arg-type]
-        after.append((state_of(table), dict(part.outcomes), len(table.changelog)))
+        after.append((state_of(table), dict(part.outcomes), len(table.changelog),
+                      part.watermark))
     final_windows = window_values(part.partials)
     assert sum(part.outcomes.values()) == len(messages)
     index = {(NAMES[kind], offset): i for i, (kind, offset, _) in enumerate(messages)}
@@ -117,10 +118,12 @@ def test_recovery_from_any_cut_is_the_state_after_a_whole_message(
         again = InputPartition.open(recovered, 0, rules, NAMES, now_ms=2)
         assert again.generation == 2
         done = max((index[(t, o)] for t, o in again.position.items()), default=-1)
-        state, outcomes, written = after[done] if done >= 0 else ({}, {}, 1)
+        state, outcomes, written, watermark = (
+            after[done] if done >= 0 else ({}, {}, 1, float("-inf")))
         mid_message += written != cut
         assert state_of(recovered) == state, f"cut at {cut}: not the state after message {done}"
         assert again.outcomes == outcomes
+        assert again.watermark == watermark
         feed(again, messages)
         assert again.outcomes == part.outcomes
         assert_same_windows(window_values(again.partials), final_windows)
