@@ -38,8 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from kpimon import generate
 
-    gen = sub.add_parser("generate", help="write Prometheus rules and Alertmanager "
-                         "configuration from deploy/kpi-catalogue.toml")
+    gen = sub.add_parser("generate", help="write Prometheus rules, Alertmanager "
+                         "configuration and Grafana dashboards from deploy/kpi-catalogue.toml")
     generate.add_arguments(gen)
 
     args = parser.parse_args(argv)

@@ -5,7 +5,9 @@ on shifts, FIFO service, abandonment, follow-ups, resolutions, reopens and surve
 produces valid events in event-time order. A noise layer (`noise`) adds what real pipes
 deliver (redeliveries, arrival jitter, malformed messages, unknown types, orphans) and
 the records leave in *arrival* order, each labelled with what it is meant to be.
-`output` writes them to a JSON lines file or Kafka; `cli` is ``kpimon simulate``.
+`output` writes them to a JSON lines file or Kafka, in realtime mode paced by the
+wall-clock (``--speed`` runs event time faster than the clock, ``--behind`` keeps it in
+the past so that it never runs ahead); `cli` is ``kpimon simulate``.
 
 Volume: a ticket yields about 4.5 messages, so a run gives roughly
 ``rate * 60 * hours * day_factor * 4.5`` messages, where ``day_factor`` is the mean of
@@ -36,7 +38,7 @@ from kpimon.sim.config import (
     Surge,
 )
 from kpimon.sim.noise import generate
-from kpimon.sim.output import produce, read_jsonl, write_jsonl
+from kpimon.sim.output import Pace, produce, read_jsonl, write_jsonl
 
 __all__ = [
     "ALLOWED_LATENESS",
@@ -47,6 +49,7 @@ __all__ = [
     "LIVE_CHANNELS",
     "MAX_VALUE_BYTES",
     "ORPHAN_SETTLE",
+    "Pace",
     "SimConfig",
     "SimRecord",
     "Surge",

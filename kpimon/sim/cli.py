@@ -24,7 +24,7 @@ from kpimon.sim.config import (
     Surge,
 )
 from kpimon.sim.noise import generate
-from kpimon.sim.output import RunStats, send_records, write_jsonl
+from kpimon.sim.output import Pace, RunStats, send_records, write_jsonl
 
 
 def _fraction(text: str) -> float:
@@ -63,6 +63,16 @@ def _rate(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not (math.isfinite(value) and 0 < value <= 100_000):
         raise argparse.ArgumentTypeError(f"must be > 0 tickets per minute, got {text}")
+    return value
+
+
+def _speed(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and 0 < value <= 1000):
+        raise argparse.ArgumentTypeError(f"must be > 0 and at most 1000, got {text}")
     return value
 
 
@@ -175,6 +185,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="with --realtime: first send the last SECONDS of event time at once",
     )
+    timing.add_argument(
+        "--speed",
+        type=_speed,
+        default=1.0,
+        metavar="FACTOR",
+        help="with --realtime: event time advances FACTOR times as fast as the wall-clock "
+        "(default 1), e.g. to watch alerts of a scaled rule set fire in minutes",
+    )
+    timing.add_argument(
+        "--behind",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="with --realtime: the live part starts SECONDS of event time behind the "
+        "wall-clock (default 0); with --speed above 1 it must cover the catch-up, since "
+        "events ahead of the clock are dead-lettered as future_timestamp",
+    )
     noise = parser.add_argument_group("noise")
     noise.add_argument("--duplicates", type=_fraction, default=0.0, help="fraction redelivered")
     noise.add_argument(
@@ -202,11 +229,24 @@ def _config(args: argparse.Namespace, now: float) -> SimConfig:
             raise ValueError("--realtime sends to Kafka; it does not combine with --out")
         if args.start is not None:
             raise ValueError("--realtime runs at wall-clock time; use --backfill, not --start")
-        start = now - args.backfill
+        if args.speed > 1:
+            if args.duration == 0:
+                raise ValueError("--speed above 1 needs a --duration (event time would "
+                                 "overtake the wall-clock)")
+            catch_up = args.duration * (1 - 1 / args.speed)
+            if catch_up > args.behind:
+                raise ValueError(
+                    f"at --speed {args.speed:g} event time gains {catch_up:.0f} s on the "
+                    f"wall-clock over --duration {args.duration:g}: use --behind "
+                    f"{math.ceil(catch_up)} or more"
+                )
+        start = now - args.behind - args.backfill
         duration = args.backfill + args.duration if args.duration > 0 else 0.0
     else:
         if args.backfill:
             raise ValueError("--backfill only applies with --realtime")
+        if args.speed != 1 or args.behind:
+            raise ValueError("--speed and --behind only apply with --realtime")
         if args.duration == 0:
             raise ValueError("--duration 0 (until interrupted) needs --realtime")
         start = args.start if args.start is not None else now - args.duration
@@ -268,9 +308,12 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"kpimon simulate: error: {exc}", file=sys.stderr)
         return 2
+    # The live part starts at event time `now - behind`, sent at `now`.
+    pace = Pace(args.speed, now - args.behind, now)
     try:
         asyncio.run(
-            _main(records, bootstrap, args.realtime, not args.quiet, stats, client_options)
+            _main(records, bootstrap, args.realtime, not args.quiet, stats, client_options,
+                  pace)
         )
     except (KeyboardInterrupt, asyncio.CancelledError):
         print(stats.summary("interrupted; sent"), file=sys.stderr)
@@ -297,6 +340,7 @@ async def _main(
     progress: bool,
     stats: RunStats,
     client_options: Mapping[str, Any] | None = None,
+    pace: Pace | None = None,
 ) -> None:
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
@@ -305,7 +349,7 @@ async def _main(
             loop.add_signal_handler(signal.SIGTERM, task.cancel)  # docker stop = Ctrl-C
     await send_records(
         records, bootstrap, realtime=realtime, progress=progress, stats=stats,
-        client_options=client_options,
+        client_options=client_options, pace=pace,
     )
 
 

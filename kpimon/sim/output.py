@@ -70,6 +70,23 @@ def read_jsonl(path: str | os.PathLike[str]) -> Iterator[SimRecord]:
             yield SimRecord(str(line["topic"]), key, value, kind, float(line.get("at", 0.0)))
 
 
+@dataclass(frozen=True)
+class Pace:
+    """When a record is due in realtime mode: event time `event_zero` is sent at
+    wall-clock `wall_zero`, and event time advances `speed` times as fast as the clock.
+
+    The default sends each record at its own arrival time (speed 1, no offset).
+    """
+
+    speed: float = 1.0
+    event_zero: float = 0.0
+    wall_zero: float = 0.0
+
+    def due(self, at: float) -> float:
+        """Wall-clock time at which a record arriving at event time `at` is sent."""
+        return self.wall_zero + (at - self.event_zero) / self.speed
+
+
 @dataclass
 class RunStats:
     """What a run has done so far; the summary reads it, also after Ctrl-C."""
@@ -109,15 +126,17 @@ async def produce(
     realtime: bool,
     progress: bool = True,
     client_options: Mapping[str, Any] | None = None,
+    pace: Pace | None = None,
 ) -> int:
     """Send records to Kafka in order; in realtime mode each at its arrival time.
 
     `client_options` go to the producer as well, e.g. the security settings of
-    `kpimon.kafka_security.aiokafka_options`.
+    `kpimon.kafka_security.aiokafka_options`; `pace` maps arrival (event) time to the
+    wall-clock time of sending in realtime mode (default: send at the arrival time).
     """
     return await send_records(
         records, bootstrap, realtime=realtime, progress=progress, stats=RunStats(),
-        client_options=client_options,
+        client_options=client_options, pace=pace,
     )
 
 
@@ -129,6 +148,7 @@ async def send_records(
     progress: bool,
     stats: RunStats,
     client_options: Mapping[str, Any] | None = None,
+    pace: Pace | None = None,
 ) -> int:
     from aiokafka import AIOKafkaProducer  # imported late: file output needs no client
 
@@ -149,7 +169,7 @@ async def send_records(
         await producer.start()
         for rec in records:
             if realtime:
-                delay = rec.at - time.time()
+                delay = (rec.at if pace is None else pace.due(rec.at)) - time.time()
                 if delay > 0:
                     if in_flight:  # surface errors while waiting anyway
                         await asyncio.gather(*in_flight)

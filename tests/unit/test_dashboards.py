@@ -329,7 +329,7 @@ def test_panel_thresholds_are_the_catalogues(name: str, panel: dict[str, Any]) -
             continue
         # One query per group of channels with equal thresholds, and its own override.
         channels = channels_of(target["expr"], kpi)
-        (t,) = {kpi.channels[c] for c in channels} or {kpi.thresholds}
+        (t,) = {t for c, t in kpi.channels.items() if c in channels} or {kpi.thresholds}
         override = by_ref[target["refId"]]
         assert override["matcher"]["id"] == "byFrameRefID"
         (prop,) = override["properties"]
