@@ -167,7 +167,10 @@ class KpiWorker:
 
         async def readyz(view: Any, request: Any) -> Any:
             ready, why = self.readiness()
-            return view.json({"ready": ready, "reason": why}, status=200 if ready else 503)
+            body = {"ready": ready, "reason": why,
+                    "input_partitions": sorted(self.partitions),
+                    "stage2_partitions": sorted(self.owned_stage2())}
+            return view.json(body, status=200 if ready else 503)
 
         wallboard.register(
             self.app, self.centre, settings.wallboard.window, settings.wallboard.thresholds,
@@ -200,8 +203,19 @@ class KpiWorker:
             highwater = self.app.consumer.highwater(tp)
             if highwater is None:
                 continue  # nothing fetched yet for this partition
-            read = self.next_offset.get((tp.topic, tp.partition), 0)
+            read = self.next_offset.get((tp.topic, tp.partition))
+            if read is None:
+                # Nothing read since the partition was assigned: start from the group's
+                # committed offset; without one, no series rather than a wrong one.
+                read = self._committed_offset(tp)
+                if read is None:
+                    continue
             yield tp.topic, tp.partition, max(0, highwater - read)
+
+    def _committed_offset(self, tp: Any) -> int | None:
+        committed = getattr(self.app.consumer, "_committed_offset", {})
+        offset = committed.get(tp)
+        return int(offset) if offset is not None else None
 
     def _adopt_assigned(self) -> None:
         """Create processors for assigned ticket partitions that had no event yet.
@@ -266,6 +280,9 @@ class KpiWorker:
             queue, channel = key.decode().split("|")
             if stage2_partition(queue, channel, n) in gained:
                 self.live_dirty.add(key)
+
+    def _stopping(self) -> bool:
+        return bool(self.app.should_stop or self.app.producer.should_stop)
 
     def readiness(self) -> tuple[bool, str]:
         """Ready once partitions are assigned, table state recovered and consuming."""
@@ -357,6 +374,8 @@ class KpiWorker:
         Coalescing a burst of changes into one message per pair keeps the internal
         topic small; the version makes every message idempotent.
         """
+        if self._stopping():
+            return  # a new owner rebuilds and resends every partial
         n = self.settings.kafka.partitions
         for partition, part in list(self.partitions.items()):
             changes = part.partials.take_changes()
@@ -575,6 +594,8 @@ class KpiWorker:
                 oldest, default=None)
 
     async def _emit(self) -> None:
+        if self._stopping():
+            return  # the producer may already be gone: the next owner re-emits
         # Render everything before the first await: a window that changes while records
         # are being sent is then emitted once, next time, with its new revision.
         dirty, self.dirty = self.dirty, set()
@@ -593,6 +614,8 @@ class KpiWorker:
             await self.kpis.send(key=record_key, value=value)
 
     async def _emit_live(self) -> None:
+        if self._stopping():
+            return
         # Faster than window records: the wallboard promises updates within a second.
         for record_key, value in self._live_snapshots(time.time()):
             await self.live_topic.send(key=record_key, value=value)

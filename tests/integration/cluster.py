@@ -63,3 +63,37 @@ def latest_windows(bootstrap: str, topic: str) -> dict[tuple[str, str, int], dic
             latest[key] = record
     return {(r["queue"], r["channel"], int(parse_rfc3339(r["window_start"]))): r
             for r in latest.values()}
+
+
+def wait_settled(workers: list[Worker], partitions: int = 4, timeout: float = 120) -> None:
+    """Until the group's assignment is settled: every worker ready, and the input and
+    stage-2 partitions each split between them with no gap and no overlap."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    why = ""
+    while time.monotonic() < deadline:
+        try:
+            states = []
+            for w in workers:
+                url = f"http://127.0.0.1:{w.port}/readyz"
+                try:
+                    with urllib.request.urlopen(url, timeout=5) as resp:
+                        states.append(json.loads(resp.read()))
+                except urllib.error.HTTPError as exc:
+                    states.append(json.loads(exc.read()))
+        except OSError as exc:
+            why = str(exc)
+        else:
+            why = str(states)
+            if all(s["ready"] for s in states):
+                for field in ("input_partitions", "stage2_partitions"):
+                    owned = [p for s in states for p in s[field]]
+                    if sorted(owned) != list(range(partitions)):
+                        break
+                else:
+                    return
+        time.sleep(0.5)
+    raise AssertionError(f"the group never settled: {why}")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from kpimon.sim import SimConfig, generate, produce
-from tests.integration.cluster import kpi_series, latest_windows, wait_equal
+from tests.integration.cluster import kpi_series, latest_windows, wait_equal, wait_settled
 from tests.integration.kafka_env import LocalKafka, Topics, Worker
 from tests.reference.batch import BatchConfig, compute
 from tests.support.compare import compare_windows
@@ -42,6 +42,7 @@ def test_two_then_three_then_one_worker(kafka: LocalKafka, tmp_path: Path) -> No
     try:
         a.wait_ready()
         b.wait_ready()
+        wait_settled([a, b])  # the first rebalance of a fresh group is done
         asyncio.run(produce(chunks[0], kafka.bootstrap, realtime=False, progress=False))
         wait_equal(chunks[0], topics, now, [a, b], timeout=180)
 

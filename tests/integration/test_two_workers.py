@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from kpimon.sim import SimConfig, generate, produce
-from tests.integration.cluster import kpi_series, wait_equal, watermarks
+from tests.integration.cluster import kpi_series, wait_equal, wait_settled, watermarks
 from tests.integration.kafka_env import LocalKafka, Topics, Worker, events_total
 from tests.reference.batch import BatchConfig, compute
 
@@ -63,6 +63,7 @@ def test_two_workers_then_one(kafka: LocalKafka, tmp_path: Path) -> None:
     try:
         one.wait_ready()
         two.wait_ready()
+        wait_settled([one, two])  # the first rebalance of a fresh group is done
         asyncio.run(produce(first, kafka.bootstrap, realtime=False, progress=False))
         scrapes = wait_equal(first, topics, now, [one, two], timeout=180)
         owned = [kpi_series(m) for m in scrapes]
