@@ -378,6 +378,13 @@ class KpiWorker:
             return  # a new owner rebuilds and resends every partial
         n = self.settings.kafka.partitions
         for partition, part in list(self.partitions.items()):
+            if part.announce:
+                # Before the first partials of a generation, on every stage-2 partition
+                # (same producer, so it arrives first).
+                part.announce = False
+                value = orjson.dumps({"reset": partition, "p": partition, "g": part.generation})
+                for target in range(n):
+                    await self.deltas.send(key=None, value=value, partition=target)
             changes = part.partials.take_changes()
             if not changes and not part.counts_changed:
                 continue
@@ -502,6 +509,9 @@ class KpiWorker:
             here = event.message.partition
             payload = orjson.loads(event.value)
             source = payload["p"]
+            if "reset" in payload:
+                self._drop_older(here, str(payload["reset"]), payload["g"])
+                continue
             if "hb" in payload:
                 if payload["hb"] > self.source_watermarks.get(source, float("-inf")):
                     self.source_watermarks[source] = payload["hb"]
@@ -526,6 +536,27 @@ class KpiWorker:
                 _put(self.windows, here, key, orjson.dumps(merged.to_list()))
             if "l" in payload:
                 self._apply_live(here, queue, channel, source, version, payload)
+
+    def _drop_older(self, here: int, source: str, generation: int) -> None:
+        n = self.settings.kafka.partitions
+        for key, raw in list(self.windows.data.items()):
+            queue, channel, _ = key.decode().split("|")
+            if stage2_partition(queue, channel, n) != here:
+                continue
+            merged = MergedWindow.from_list(orjson.loads(raw))
+            if source in merged.partials and merged.partials[source][0] < generation:
+                if merged.drop_older(source, generation):
+                    self.dirty.add(key)
+                _put(self.windows, here, key, orjson.dumps(merged.to_list()))
+        for key, raw in list(self.live.data.items()):
+            queue, channel = key.decode().split("|")
+            if stage2_partition(queue, channel, n) != here:
+                continue
+            partials = orjson.loads(raw)
+            if source in partials and partials[source][0] < generation:
+                del partials[source]
+                _put(self.live, here, key, orjson.dumps(partials))
+                self.live_dirty.add(key)
 
     def _apply_counts(self, here: int, source: int, payload: Any) -> None:
         key = b"outcomes|%d" % source

@@ -122,6 +122,9 @@ class InputPartition:
     position: dict[str, int] = field(default_factory=dict)
     sequence: int = 0
     counts_changed: bool = True
+    # Stage 2 must first forget this partition's partials of older generations: a
+    # window or pair that the recovered facts no longer feed would otherwise keep them.
+    announce: bool = True
 
     @classmethod
     def open(

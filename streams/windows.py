@@ -69,6 +69,15 @@ class MergedWindow:
     def from_list(cls, raw: list[Any]) -> MergedWindow:
         return cls(WindowState(values=raw[1], revision=raw[0]), raw[2])
 
+    def drop_older(self, source: str, generation: int) -> bool:
+        """Forget a source's partial from before `generation`; True when the total
+        changed. Its new owner resends every partial it still has right after."""
+        old = self.partials.get(source)
+        if old is None or old[0] >= generation:
+            return False
+        del self.partials[source]
+        return self._total()
+
     def offer(self, source: str, version: Version, values: list[float]) -> bool:
         """Take a partial unless a newer one is known; True when the total changed."""
         if not newer(version, self.partials.get(source)):
@@ -77,6 +86,9 @@ class MergedWindow:
         self.partials[source] = [version[0], version[1], values]
         if old is not None and old[2] == values:
             return False
+        return self._total()
+
+    def _total(self) -> bool:
         total = [0.0] * len(CELLS)
         for _, _, partial in self.partials.values():
             for i, v in enumerate(partial):

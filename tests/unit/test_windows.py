@@ -77,3 +77,13 @@ def test_a_retraction_leaves_exact_zeros() -> None:
     apply_deltas(state, [("aht_sum_seconds", -0.30000000000000004), ("aht_count", -1)])
     assert state.values[CELL_INDEX["aht_sum_seconds"]] == 0.0
     assert state.values[CELL_INDEX["aht_count"]] == 0
+
+
+def test_a_new_owner_drops_partials_of_older_generations_it_no_longer_feeds() -> None:
+    merged = MergedWindow()
+    merged.offer("0", (5, 9), partial(1))
+    merged.offer("1", (7, 1), partial(2))
+    assert not merged.drop_older("0", 5)  # same generation: kept
+    assert merged.drop_older("0", 6)  # source 0 recovered as generation 6
+    assert merged.state.values[CREATED] == 2 and "0" not in merged.partials
+    assert not merged.drop_older("2", 9)  # nothing from that source
