@@ -52,7 +52,10 @@ def test_a_flood_of_queue_names_keeps_labels_bounded(kafka: LocalKafka, tmp_path
         deadline = time.monotonic() + 60
         while _get(f"{base}/readyz")[0] != 200 and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert _get(f"{base}/readyz") == (200, {"ready": True, "reason": "consuming"})
+        status, ready = _get(f"{base}/readyz")
+        assert (status, ready["ready"], ready["reason"]) == (200, True, "consuming")
+        # A single worker owns every stage-2 partition (input ones once data arrives).
+        assert ready["stage2_partitions"] == [0, 1]
 
         start = time.time() - 3600
         records = [_created(i, start + i, topics) for i in range(NEW_QUEUES)]
