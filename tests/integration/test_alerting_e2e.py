@@ -54,7 +54,6 @@ import contextlib
 import json
 import math
 import re
-import shutil
 import signal
 import subprocess
 import threading
@@ -72,6 +71,7 @@ import yaml
 
 from kpimon.catalogue import Catalogue, format_duration, load_catalogue, parse_duration
 from kpimon.generate import ALERTMANAGER, ALERTS, CATALOGUE, RECORDING, generate
+from tests.deploy.tools import tool
 from tests.integration.kafka_env import KPIMON, REPO, LocalKafka, Topics, Worker, free_port
 
 pytestmark = pytest.mark.integration
@@ -87,16 +87,6 @@ LIVE = 16 * 60  # event seconds of live traffic at most (4 minutes of wall time)
 SURGE_FACTOR = 2
 DAY_START = 9.5 * 3600  # event time of day (UTC) the backfill starts: the morning peak
 DASHBOARDS = REPO / "grafana" / "dashboards"
-
-
-def binary(*names: str) -> str:
-    """The first of `names` on PATH; fails (never skips) when none is installed."""
-    for name in names:
-        found = shutil.which(name)
-        if found:
-            return found
-    pytest.fail(f"{' or '.join(names)} not found: run scripts/setup.sh (it installs Debian's "
-                "prometheus and prometheus-alertmanager packages)", pytrace=False)
 
 
 def http_json(url: str, timeout: float = 5) -> Any:
@@ -292,8 +282,8 @@ def test_a_surge_raises_a_leading_alert_before_the_service_level_drops(
     catalogue = load_catalogue(REPO / CATALOGUE)
     target = catalogue.kpi("sla_compliance").target
     sla_record = catalogue.kpi("sla_compliance").record("queue", "15m")
-    prometheus_bin = binary("prometheus")
-    alertmanager_bin = binary("alertmanager", "prometheus-alertmanager")
+    prometheus_bin = tool("prometheus")
+    alertmanager_bin = tool("alertmanager", "prometheus-alertmanager")
     topics = Topics.named("alerting")
     kafka.create_topics(topics, partitions=4)
 
