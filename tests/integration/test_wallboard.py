@@ -24,13 +24,9 @@ from selenium.webdriver.chrome.service import Service
 
 from kpimon.sim import SimConfig, SimRecord, generate, produce
 from models.timestamps import format_rfc3339
-from tests.integration.kafka_env import REPO, LocalKafka, Topics, Worker
+from tests.integration.kafka_env import REPO, LocalKafka, Topics, Worker, events_total
 
-# Out of the default run for now: since this session's stage-1/stage-2 redesign the
-# worker stops consuming after ~600 messages of this test's last-hour stream (both
-# agents idle, no error logged; reproducible here, not yet understood). The demo, with
-# the same code, shows its data on the wallboard. Run with `scripts/test.sh -m soak`.
-pytestmark = [pytest.mark.integration, pytest.mark.soak]
+pytestmark = pytest.mark.integration
 
 SCREENSHOT = Path(os.environ.get("KPIMON_SCREENSHOT", REPO / ".local" / "wallboard.png"))
 STALE_AFTER = 8
@@ -108,9 +104,13 @@ def test_wallboard_in_chromium(kafka: LocalKafka, tmp_path: Path,
     try:
         worker.wait_ready()
         asyncio.run(produce(records, kafka.bootstrap, realtime=False, progress=False))
-        # A replayed hour: stage 1 reads it all first, then stage 2 catches up.
-        took = _until(lambda: (_api(worker)["overall"]["values"]["created"] or 0) > 50, 240,
-                      "the API to show the simulated hour", step=0.5)
+        # A replayed hour: stage 1 reads it all first, then stage 2 catches up. The
+        # volume of the last hour follows the simulator's daily pattern (a few hundred
+        # messages at night), so wait for the count, not for a volume.
+        took = _until(lambda: sum(events_total(worker.metrics()).values()) >= len(records),
+                      240, "the worker to apply the simulated hour", step=0.5)
+        _until(lambda: (_api(worker)["overall"]["values"]["created"] or 0) > 0, 30,
+               "the API to show the simulated hour", step=0.2)
         print(f"\nthe replayed hour showed after {took:.1f} s")
 
         url = f"http://127.0.0.1:{worker.port}/wallboard"
@@ -136,6 +136,10 @@ def test_wallboard_in_chromium(kafka: LocalKafka, tmp_path: Path,
             return True
 
         _until(tiles_match_api, 15, "tiles equal to /api/kpis", step=0.3)
+        overflowing = browser.execute_script(
+            "return Array.from(document.querySelectorAll('.tile .value'))"
+            ".filter(v => v.scrollWidth > v.clientWidth).map(v => v.textContent)")
+        assert overflowing == [], f"values wider than their tile at 1080p: {overflowing}"
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         browser.save_screenshot(str(SCREENSHOT))
         assert "stale" not in (browser.find_element("tag name", "body").get_attribute("class")
