@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.metadata
 import json
 import math
 import os
@@ -60,7 +61,7 @@ from bench.common import (
 )
 from bench.workload import describe, mix, open_tickets, prefill
 
-SCENARIOS = ("raw", "quix", "kpimon", "latency", "memory", "scale")
+SCENARIOS = ("raw", "faust", "quix", "kpimon", "latency", "memory", "scale")
 QUIX_VERSION = "3.28.1"
 QUIX_VENV = BENCH_DIR / "venv-quix"
 QUIX_PY = QUIX_VENV / "bin" / "python"
@@ -109,13 +110,13 @@ def _rates(count: int, spawned: float, first: float | None, end: float,
 
 
 def run_external(name: str, broker: Broker, argv: list[str], result: Path, log: Path,
-                 cap: float, expect: int) -> dict[str, Any]:
-    """Raw consumer / Quix: own process, reports its own times and CPU in `result`."""
+                 cap: float, expect: int, cwd: Path = BENCH_DIR) -> dict[str, Any]:
+    """Raw consumer / Faust floor / Quix: own process, reports its times and CPU in `result`."""
     result.unlink(missing_ok=True)
     watch = CpuWatch()
     broker_cpu0 = broker.cpu()
     spawned = time.time()
-    proc = Proc(argv, {**os.environ, **common.SOURCE_ENV}, log, cwd=BENCH_DIR)
+    proc = Proc(argv, {**os.environ, **common.SOURCE_ENV}, log, cwd=cwd)
     say(f"{name}: started (pid {proc.pid}), expecting {expect:,} messages, cap {cap:.0f} s")
     while proc.alive() and time.time() - spawned < cap:
         time.sleep(0.5)
@@ -336,7 +337,7 @@ class Bench:
             self.results["source"] = common.source_label()
         say(f"kpimon code: {self.results['source']}")
         self.broker.start(self.topics.env())
-        if self.args.only & {"raw", "quix", "kpimon", "scale"} or self.args.profile:
+        if self.args.only & {"raw", "faust", "quix", "kpimon", "scale"} or self.args.profile:
             say(f"generating the realistic mix (>= {self.args.events:,} messages)")
             records = mix(self.args.events, self.topics.tickets, self.topics.surveys)
             self.expect = len(records)
@@ -357,6 +358,23 @@ class Bench:
         self.results["raw"] = run_external("raw", self.broker, argv, result,
                                            BENCH_DIR / "work" / "raw.log", self.args.cap,
                                            self.expect)
+
+    def faust(self) -> None:
+        work = BENCH_DIR / "work"
+        app_id = f"bench-faust-{os.getpid()}-{int(time.time())}"  # fresh group every run
+        result, data = work / "faust.json", work / f"{app_id}-data"
+        work.mkdir(parents=True, exist_ok=True)
+        argv = [str(PYTHON), str(HERE / "faust_floor.py"), "--bootstrap", self.broker.bootstrap,
+                "--topics", f"{self.topics.tickets},{self.topics.surveys}",
+                "--app-id", app_id, "--data-dir", str(data),
+                "--expect", str(self.expect), "--result", str(result)]
+        try:
+            out = run_external("faust", self.broker, argv, result, work / "faust.log",
+                               self.args.cap, self.expect, cwd=work)
+        finally:
+            shutil.rmtree(data, ignore_errors=True)
+        out.update(app_id=app_id, version=importlib.metadata.version("faust-streaming"))
+        self.results["faust"] = out
 
     def quix(self) -> None:
         ensure_quix()
@@ -722,7 +740,8 @@ def _others(r: dict[str, Any]) -> str:
 
 def _noisy(results: dict[str, Any]) -> list[str]:
     runs: list[tuple[str, dict[str, Any]]] = [
-        (k, results[k]) for k in ("raw", "quix", "kpimon", "latency", "profile") if k in results
+        (k, results[k]) for k in ("raw", "faust", "quix", "kpimon", "latency", "profile")
+        if k in results
     ]
     runs += [(f"scale x{n}", r) for n, r in results.get("scale", {}).items()
              if isinstance(r, dict) and n == "2"]
@@ -749,8 +768,8 @@ def summary(results: dict[str, Any]) -> str:
           f"{ds.get('topic_bench.surveys', 0):,}; duplicates {ds.get('kind_duplicate', 0):,}, "
           f"malformed {ds.get('kind_bad', 0):,}, unknown types {ds.get('kind_ignored', 0):,})\n")
     rows = []
-    names = (("raw", "raw aiokafka + orjson"), ("quix", f"Quix Streams {QUIX_VERSION}"),
-             ("kpimon", "kpimon, 1 worker"))
+    names = (("raw", "raw aiokafka + orjson"), ("faust", "Faust no-op agent (take_events)"),
+             ("quix", f"Quix Streams {QUIX_VERSION}"), ("kpimon", "kpimon, 1 worker"))
     for key, name in names:
         if key in results:
             rows.append((name, results[key]))
@@ -763,7 +782,7 @@ def summary(results: dict[str, Any]) -> str:
         rows.append(("kpimon under cProfile", results["profile"]))
     if rows:
         w("\nthroughput (each reads the same pre-filled topics from the start)\n")
-        head = (f"{'contender':<24}{'messages':>11}{'startup s':>11}{'total s':>9}"
+        head = (f"{'contender':<32}{'messages':>11}{'startup s':>11}{'total s':>9}"
                 f"{'msg/s from start':>18}{'msg/s steady':>14}{'CPU s':>8}{'CPU us/msg':>12}"
                 f"{'broker CPU s':>14}{'others':>8}  note\n")
         w(head)
@@ -782,19 +801,25 @@ def summary(results: dict[str, Any]) -> str:
                 note.append("2nd attempt: an agent crashed in the 1st")
             cpu = r.get("cpu_s")
             per = cpu / r["events"] * 1e6 if cpu and r.get("events") else None
-            w(f"{name:<24}{_num(r['events']):>11}{_num(r.get('startup_s'), '.1f'):>11}"
+            w(f"{name:<32}{_num(r['events']):>11}{_num(r.get('startup_s'), '.1f'):>11}"
               f"{_num(r.get('total_s'), '.1f'):>9}{_num(r.get('rate')):>18}"
               f"{_num(r.get('steady_rate')):>14}{_num(cpu, '.0f'):>8}{_num(per, ',.0f'):>12}"
               f"{_num(r.get('broker_cpu_s'), '.0f'):>14}{_others(r):>8}  {'; '.join(note)}\n")
     k = results.get("kpimon", {}).get("steady_rate")
     raw = results.get("raw", {}).get("steady_rate")
     quix = results.get("quix", {}).get("steady_rate")
+    floor = results.get("faust", {}).get("steady_rate")
+    ratios = []
     if k and raw:
-        w(f"\nkpimon / raw ceiling = {k / raw:.3f}")
+        ratios.append(f"kpimon / raw ceiling = {k / raw:.3f}")
+    if k and floor:
+        ratios.append(f"kpimon / Faust floor = {k / floor:.2f}")
     if k and quix:
-        w(f"    kpimon / Quix = {k / quix:.2f}")
-    if k and (raw or quix):
-        w("   (steady rates)\n")
+        ratios.append(f"kpimon / Quix = {k / quix:.2f}")
+    if floor and raw:
+        ratios.append(f"Faust floor / raw ceiling = {floor / raw:.3f}")
+    if ratios:
+        w("\n" + "    ".join(ratios) + "   (steady rates)\n")
     if "2" in scale and scale["1"].get("steady_rate") and scale["2"].get("steady_rate"):
         w(f"scale-out: 2 workers / 1 worker = "
           f"{scale['2']['steady_rate'] / scale['1']['steady_rate']:.2f} "

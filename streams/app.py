@@ -32,6 +32,7 @@ from models.decode import DeadLetter, Ignored, TopicKind, decode
 from models.records import DeadLetterRecord
 from models.timestamps import format_rfc3339
 from streams.contributions import bucket
+from streams.outbox import Outbox, Writer
 from streams.store import InputPartition
 from streams.tickets import SURVEYS, TICKETS
 from streams.windows import MergedWindow, WindowState, newer, render, window_id
@@ -41,6 +42,11 @@ log = logging.getLogger(__name__)
 # Partial sums are sent to stage 2 this often: changes in between are coalesced.
 FLUSH_INTERVAL = 0.1
 PRODUCER_LINGER = 0.005
+# The agents take their input in batches: one journal record and one changelog record
+# per changed key per batch, instead of per message. A batch waits at most BATCH_WAIT
+# for more input, so a quiet stream's latency grows by that much at most.
+BATCH_SIZE = 1000
+BATCH_WAIT = 0.02
 
 
 def stage2_partition(queue: str, channel: str, partitions: int) -> int:
@@ -49,12 +55,6 @@ def stage2_partition(queue: str, channel: str, partitions: int) -> int:
     return int(murmur2(f"{queue}|{channel}".encode()) & 0x7FFFFFFF) % partitions
 # aiohttp refuses a charset inside content_type; the text format is UTF-8 anyway.
 _PROMETHEUS_TEXT = "text/plain; version=0.0.4"
-
-
-def _put(table: Any, partition: int, key: bytes, value: bytes) -> None:
-    """Set a table key and write it to the named changelog partition."""
-    table.data[key] = value
-    table.send_changelog(partition, key, value)
 
 
 class KpiWorker:
@@ -141,6 +141,13 @@ class KpiWorker:
         self.labels = QueueLabels(settings.metrics.max_queues, tuple(settings.metrics.queues))
         self.registry.register(KpiCollector(self, self.labels))
 
+        # Changelog records of both stages, sent after each batch (streams/outbox.py).
+        # Transactions (exactly_once) need Faust's own producer path.
+        self.outbox = Outbox()
+        self._direct = conf.processing_guarantee == "at_least_once"
+        self._writers = {id(t): self._writer(t)
+                         for t in (self.tickets, self.windows, self.live, self.counters)}
+
         self.app.agent(self.inputs, name="ingest")(self._ingest)
         self.app.agent(self.deltas, name="aggregate")(self._aggregate)
         self.app.timer(settings.windows.emit_interval, name="emit")(self._emit)
@@ -180,6 +187,34 @@ class KpiWorker:
         self.app.page("/healthz", name="healthz")(healthz)
         self.app.page("/readyz", name="readyz")(readyz)
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+
+    def _writer(self, table: Any) -> Writer:
+        if self._direct:
+            return self.outbox.writer(table.changelog_topic.get_topic_name())
+
+        def send_changelog(partition: int, key: bytes, value: bytes | None) -> None:
+            if value is None:
+                table.send_changelog(partition, key, None, value_serializer="raw")
+            else:
+                table.send_changelog(partition, key, value)
+
+        return send_changelog
+
+    def _put(self, table: Any, partition: int, key: bytes, value: bytes | None) -> None:
+        """Set (or delete) a table key and write it to the named changelog partition."""
+        if value is None:
+            table.data.pop(key, None)
+        else:
+            table.data[key] = value
+        self._writers[id(table)](partition, key, value)
+
+    async def _send_staged(self) -> None:
+        """Hand the staged changelog records to the producer."""
+        if len(self.outbox):
+            # The aiokafka producer under Faust's (its aiokafka transport; no public
+            # accessor): Faust flushes it before committing offsets.
+            faust_producer: Any = self.app.producer
+            await self.outbox.send(faust_producer._ensure_producer())
 
     def _raw_topic(
         self, *names: str, partitions: int | None = None, internal: bool = False
@@ -253,8 +288,7 @@ class KpiWorker:
             if int(start) < self.expired_before:
                 partition = stage2_partition(queue, channel, n)
                 if partition in owned:
-                    self.windows.data.pop(key, None)
-                    self.windows.send_changelog(partition, key, None, value_serializer="raw")
+                    self._put(self.windows, partition, key, None)
                     self.dirty.discard(key)
 
     def _reemit_gained(self) -> None:
@@ -271,6 +305,7 @@ class KpiWorker:
         self._emitting = owned
         if not gained:
             return
+        self._recover_heartbeats(gained)
         n = self.settings.kafka.partitions
         for key in list(self.windows.data.keys()):
             queue, channel, _ = key.decode().split("|")
@@ -299,18 +334,33 @@ class KpiWorker:
     # Stage 1 ---------------------------------------------------------------------
 
     async def _ingest(self, stream: Any) -> None:
-        async for event in stream.events():
-            msg = event.message
-            await self.handle_input(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
+        # Faust acks a batch's events (so their offsets become committable) only after
+        # this body finished with them; it flushes the producer before committing.
+        async for events in stream.take_events(BATCH_SIZE, within=BATCH_WAIT):
+            dead: list[tuple[bytes | None, bytes]] = []
+            for event in events:
+                msg = event.message
+                self.handle_input(msg.topic, msg.partition, msg.offset, msg.key, msg.value,
+                                  dead)
+            # No await between applying and journaling: a flush never sends partial
+            # sums of input that a journal does not cover yet.
+            for part in self.partitions.values():
+                if part.uncommitted:
+                    part.commit()
+            await self._send_staged()
+            for key, value in dead:
+                await self.deadletter.send(key=key, value=value)
 
-    async def handle_input(
+    def handle_input(
         self,
         topic: str,
         partition: int,
         offset: int,
         key: bytes | None,
         value: bytes | None,
+        dead: list[tuple[bytes | None, bytes]],
     ) -> None:
+        """Apply one input message; its dead-letter record (key, value) goes to `dead`."""
         kind: TopicKind = "tickets" if topic == self.settings.topics.tickets else "surveys"
         self.next_offset[(topic, partition)] = offset + 1
         part = self._partition(partition)
@@ -321,7 +371,7 @@ class KpiWorker:
             kind, key, value, now=now, max_clock_skew=self.settings.rules.max_clock_skew
         )
         if isinstance(decoded, DeadLetter):
-            await self._dead_letter(decoded, topic, partition, offset, key, value, now)
+            dead.append(self._dead_letter(decoded, topic, partition, offset, key, value, now))
         before = part.watermark
         part.apply(kind, offset, decoded)
         self.applied += 1
@@ -336,7 +386,8 @@ class KpiWorker:
             return part
         names = {TICKETS: self.settings.topics.tickets, SURVEYS: self.settings.topics.surveys}
         part = InputPartition.open(
-            self.tickets, partition, self.rules, names, time.time_ns() // 1_000_000
+            self.tickets, partition, self.rules, names, time.time_ns() // 1_000_000,
+            self._writers[id(self.tickets)],
         )
         self.partitions[partition] = part
         watermark = part.watermark
@@ -367,6 +418,7 @@ class KpiWorker:
             part.advance(base + (now - wall))
             if part.watermark != before:
                 self.metrics.watermark(partition, part.watermark)
+        await self._send_staged()
 
     async def _flush(self) -> None:
         """Send the partial sums that changed to their stage-2 partitions, as values.
@@ -424,6 +476,7 @@ class KpiWorker:
         self._adopt_assigned()
         self._reemit_gained()
         self._expire_buckets()
+        await self._send_staged()
         for partition, part in list(self.partitions.items()):
             watermark = part.processor.watermark
             if watermark == float("-inf") or self._heartbeat_sent.get(partition) == watermark:
@@ -438,7 +491,7 @@ class KpiWorker:
         outcomes: list[tuple[str, str, int]] = []
         reasons: list[tuple[str, str, int]] = []
         for key, raw in list(self.counters.data.items()):
-            if int(key.split(b"|")[1]) not in owned:
+            if not key.startswith(b"outcomes|") or int(key.split(b"|")[1]) not in owned:
                 continue
             counts = orjson.loads(raw)
             for name, n in counts["n"].items():
@@ -449,7 +502,7 @@ class KpiWorker:
                 reasons.append((topic, reason, n))
         return outcomes, reasons
 
-    async def _dead_letter(
+    def _dead_letter(
         self,
         reason: DeadLetter,
         topic: str,
@@ -458,7 +511,7 @@ class KpiWorker:
         key: bytes | None,
         value: bytes | None,
         now: float,
-    ) -> None:
+    ) -> tuple[bytes | None, bytes]:
         record = DeadLetterRecord.build(
             reason=reason.reason,
             detail=reason.detail,
@@ -469,9 +522,9 @@ class KpiWorker:
             value=value,
             received_at=format_rfc3339(round(now, 3)),
         )
-        await self.deadletter.send(key=key, value=record.model_dump_json().encode())
         # The payload may hold personal data: only the coordinates at INFO.
         log.info("dead-lettered %s[%d]@%d: %s", topic, partition, offset, reason.reason)
+        return key, record.model_dump_json().encode()
 
     async def _progress(self) -> None:
         """One INFO line of what the worker did lately: long replays show progress."""
@@ -502,40 +555,44 @@ class KpiWorker:
     # Stage 2 ---------------------------------------------------------------------
 
     async def _aggregate(self, stream: Any) -> None:
-        async for event in stream.events():
-            # Writes name the changelog partition (this deltas partition) themselves:
-            # Faust's own check of the changelog's partition count fails while a new
-            # worker has no metadata for it yet, and would crash the agent.
-            here = event.message.partition
-            payload = orjson.loads(event.value)
-            source = payload["p"]
-            if "reset" in payload:
-                self._drop_older(here, str(payload["reset"]), payload["g"])
+        async for events in stream.take_events(BATCH_SIZE, within=BATCH_WAIT):
+            for event in events:
+                self._merge(event.message.partition, event.message.value)
+            await self._send_staged()
+
+    def _merge(self, here: int, value: bytes) -> None:
+        """Apply one message of the deltas topic, from its partition `here`."""
+        # Writes name the changelog partition (this deltas partition) themselves:
+        # Faust's own check of the changelog's partition count fails while a new
+        # worker has no metadata for it yet, and would crash the agent.
+        payload = orjson.loads(value)
+        source = payload["p"]
+        if "reset" in payload:
+            self._drop_older(here, str(payload["reset"]), payload["g"])
+            return
+        if "hb" in payload:
+            self._apply_heartbeat(here, source, payload["hb"])
+            return
+        if "n" in payload:
+            self._apply_counts(here, source, payload)
+            return
+        self.merged += 1
+        queue, channel = payload["q"], payload["c"]
+        version = (payload["v"][0], payload["v"][1])
+        for start, values in payload["b"].items():
+            if int(start) < self.expired_before:
+                self.late_dropped.inc()  # never recreate a partial old window
                 continue
-            if "hb" in payload:
-                if payload["hb"] > self.source_watermarks.get(source, float("-inf")):
-                    self.source_watermarks[source] = payload["hb"]
-                continue
-            if "n" in payload:
-                self._apply_counts(here, source, payload)
-                continue
-            self.merged += 1
-            queue, channel = payload["q"], payload["c"]
-            version = (payload["v"][0], payload["v"][1])
-            for start, values in payload["b"].items():
-                if int(start) < self.expired_before:
-                    self.late_dropped.inc()  # never recreate a partial old window
-                    continue
-                key = f"{queue}|{channel}|{start}".encode()
-                raw = self.windows.get(key)
-                merged = MergedWindow() if raw is None else MergedWindow.from_list(
-                    orjson.loads(raw))
-                if merged.offer(str(source), version, values):
-                    self.dirty.add(key)
-                # Stored even when the total is unchanged: the partial's version moved.
-                _put(self.windows, here, key, orjson.dumps(merged.to_list()))
-            if "l" in payload:
-                self._apply_live(here, queue, channel, source, version, payload)
+            key = f"{queue}|{channel}|{start}".encode()
+            raw = self.windows.data.get(key)
+            merged = MergedWindow() if raw is None else MergedWindow.from_list(
+                orjson.loads(raw))
+            if merged.offer(str(source), version, values):
+                self.dirty.add(key)
+            # Stored even when the total is unchanged: the partial's version moved.
+            self._put(self.windows, here, key, orjson.dumps(merged.to_list()))
+        if "l" in payload:
+            self._apply_live(here, queue, channel, source, version, payload)
 
     def _drop_older(self, here: int, source: str, generation: int) -> None:
         n = self.settings.kafka.partitions
@@ -547,7 +604,7 @@ class KpiWorker:
             if source in merged.partials and merged.partials[source][0] < generation:
                 if merged.drop_older(source, generation):
                     self.dirty.add(key)
-                _put(self.windows, here, key, orjson.dumps(merged.to_list()))
+                self._put(self.windows, here, key, orjson.dumps(merged.to_list()))
         for key, raw in list(self.live.data.items()):
             queue, channel = key.decode().split("|")
             if stage2_partition(queue, channel, n) != here:
@@ -555,16 +612,37 @@ class KpiWorker:
             partials = orjson.loads(raw)
             if source in partials and partials[source][0] < generation:
                 del partials[source]
-                _put(self.live, here, key, orjson.dumps(partials))
+                self._put(self.live, here, key, orjson.dumps(partials))
                 self.live_dirty.add(key)
+
+    def _apply_heartbeat(self, here: int, source: int, watermark: float) -> None:
+        if watermark > self.source_watermarks.get(source, float("-inf")):
+            self.source_watermarks[source] = watermark
+        # Kept in the table too: a worker that gains this stage-2 partition must know
+        # every source's watermark (rolling windows, oldest wait) even when no source
+        # moves again, and a heartbeat is only sent when a watermark moved.
+        key = b"hb|%d|%d" % (here, source)
+        raw = self.counters.data.get(key)
+        if raw is None or orjson.loads(raw) < watermark:
+            self._put(self.counters, here, key, orjson.dumps(watermark))
+
+    def _recover_heartbeats(self, gained: set[int]) -> None:
+        for key, raw in list(self.counters.data.items()):
+            if not key.startswith(b"hb|"):
+                continue
+            _, here, source = key.split(b"|")
+            if int(here) in gained:
+                watermark = orjson.loads(raw)
+                if watermark > self.source_watermarks.get(int(source), float("-inf")):
+                    self.source_watermarks[int(source)] = watermark
 
     def _apply_counts(self, here: int, source: int, payload: Any) -> None:
         key = b"outcomes|%d" % source
-        raw = self.counters.get(key)
+        raw = self.counters.data.get(key)
         version = (payload["v"][0], payload["v"][1])
         if raw is not None and not newer(version, orjson.loads(raw)["v"]):
             return  # replayed after a crash or rebalance, or superseded
-        _put(self.counters, here, key,
+        self._put(self.counters, here, key,
              orjson.dumps({"v": version, "n": payload["n"], "r": payload["r"]}))
 
     def _apply_live(
@@ -572,13 +650,13 @@ class KpiWorker:
         payload: Any,
     ) -> None:
         key = f"{queue}|{channel}".encode()
-        raw = self.live.get(key)
+        raw = self.live.data.get(key)
         partials: dict[str, list[Any]] = {} if raw is None else orjson.loads(raw)
         if not newer(version, partials.get(str(source))):
             return  # replayed after a crash or rebalance, or superseded
         # [generation, sequence, [[priority, gauge, n], ...], oldest created_at or None]
         partials[str(source)] = [version[0], version[1], payload["l"], payload["o"]]
-        _put(self.live, here, key, orjson.dumps(partials))
+        self._put(self.live, here, key, orjson.dumps(partials))
         self.live_dirty.add(key)
 
     # KpiSource for the collector: only what this worker owns -----------------------

@@ -7,7 +7,7 @@ is testable by cutting a recorded changelog at every point.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,12 @@ from streams.rules import KpiRules
 from streams.tickets import Step, TicketProcessor
 
 _JOURNAL_KEY = b"\x00journal"
+# A journal record holds every change it covers: commit before it nears Kafka's default
+# 1 MB record limit, whatever the batch size.
+JOURNAL_LIMIT = 256 * 1024
+
+# write(partition, key, value or None to delete): one changelog record
+Writer = Callable[[int, bytes, "bytes | None"], None]
 
 
 class TableTicketStore:
@@ -32,19 +38,24 @@ class TableTicketStore:
     with its partition number, and recovery regroups tickets by it.
 
     One input message may change several keys (its ticket and tickets whose timers
-    fire). A crash can cut the changelog between any two records, so the changes are
-    staged and `commit` first writes one journal record holding all of them with the
-    partition's ledger (outcome counts, read position, watermark), then the keys
-    themselves. Recovery replays the last journal record over the keys: the state is
-    then exactly that after some input message, never half of one.
+    fire), and a batch of messages many. A crash can cut the changelog between any two
+    records, so the changes are staged and `commit` first writes one journal record
+    holding all of them with the partition's ledger (outcome counts, read position,
+    watermark), then the keys themselves (each once, however often it changed).
+    Recovery replays the last journal record over the keys: the state is then exactly
+    that after some committed input message, never half of a commit.
+
+    `write` sends one changelog record; by default the table's own `send_changelog`.
     """
 
-    def __init__(self, table: Any, partition: int) -> None:
+    def __init__(self, table: Any, partition: int, write: Writer | None = None) -> None:
         self.table = table
         self.partition = partition
         self._prefix = b"%d " % partition
         self._journal_key = _JOURNAL_KEY + b"%d" % partition
         self._staged: dict[bytes, bytes | None] = {}
+        self.staged_bytes = 0
+        self._send: Writer = write or self._send_changelog
 
     def get(self, ticket_id: str) -> TicketFacts | None:
         raw = self.table.data.get(ticket_id.encode())
@@ -67,11 +78,13 @@ class TableTicketStore:
             self.table.data.pop(key, None)
         else:
             self.table.data[key] = value
+            self.staged_bytes += len(value)
         self._staged[key] = value
 
     def commit(self, ledger: dict[str, Any]) -> None:
         """Write the staged changes after a journal record holding them and `ledger`."""
         staged, self._staged = self._staged, {}
+        self.staged_bytes = 0
         cut = len(self._prefix)
         journal = dict(ledger)
         journal["c"] = [
@@ -96,10 +109,15 @@ class TableTicketStore:
     def _write(self, key: bytes, value: bytes | None) -> None:
         if value is None:
             self.table.data.pop(key, None)
-            self.table.send_changelog(self.partition, key, None, value_serializer="raw")
         else:
             self.table.data[key] = value
-            self.table.send_changelog(self.partition, key, value)
+        self._send(self.partition, key, value)
+
+    def _send_changelog(self, partition: int, key: bytes, value: bytes | None) -> None:
+        if value is None:
+            self.table.send_changelog(partition, key, None, value_serializer="raw")
+        else:
+            self.table.send_changelog(partition, key, value)
 
 
 @dataclass(slots=True)
@@ -125,14 +143,15 @@ class InputPartition:
     # Stage 2 must first forget this partition's partials of older generations: a
     # window or pair that the recovered facts no longer feed would otherwise keep them.
     announce: bool = True
+    uncommitted: bool = False  # applied input whose journal is not written yet
 
     @classmethod
     def open(
         cls, table: Any, partition: int, rules: KpiRules, topics: Mapping[str, str],
-        now_ms: int,
+        now_ms: int, write: Writer | None = None,
     ) -> InputPartition:
         """The partition's state from its recovered table, in a new generation."""
-        store = TableTicketStore(table, partition)
+        store = TableTicketStore(table, partition, write)
         ledger = store.recover()
         # The watermark travels in every journal record (JSON has no -inf: None).
         watermark = ledger.get("w")
@@ -161,7 +180,11 @@ class InputPartition:
     def apply(
         self, kind: TopicKind, offset: int, decoded: Decoded
     ) -> None:
-        """Apply one input message (already decoded) and journal it with its outcome."""
+        """Apply one input message (already decoded), counting its outcome.
+
+        Its changes are journaled by the next `commit` (the caller's, after a batch), or
+        at once when the staged changes near the journal's size limit.
+        """
         topic = self.topics[kind]
         if isinstance(decoded, DeadLetter):
             self._count({f"{topic}|dead_letter": 1}, {f"{topic}|{decoded.reason}": 1})
@@ -169,7 +192,10 @@ class InputPartition:
             self._count({f"{topic}|ignored": 1})
         else:
             self._settle(self.processor.process(kind, decoded))
-        self.commit(topic, offset)
+        self.position[topic] = offset
+        self.uncommitted = True
+        if self.store.staged_bytes >= JOURNAL_LIMIT:
+            self.commit()
 
     def advance(self, watermark: float) -> None:
         """Move event time with no input message (an idle partition), and journal it."""
@@ -188,9 +214,9 @@ class InputPartition:
             self.reasons[name] = self.reasons.get(name, 0) + n
         self.counts_changed = True
 
-    def commit(self, topic: str | None = None, offset: int | None = None) -> None:
-        if topic is not None and offset is not None:
-            self.position[topic] = offset
+    def commit(self) -> None:
+        """Journal everything applied since the last commit, with the ledger."""
+        self.uncommitted = False
         watermark = self.processor.watermark
         self.store.commit({
             "n": self.outcomes, "r": self.reasons, "m": self.position, "g": self.generation,

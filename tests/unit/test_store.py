@@ -1,11 +1,12 @@
 """Stage 1's journaled state survives a changelog cut at any record.
 
 A kill -9 loses whatever the producer had not delivered, so the changelog of a
-partition ends at an arbitrary record, possibly in the middle of one input message's
-writes. Here a recorded changelog is cut at many points; recovery must always give the
-state after some whole message, with the outcome counts and read position of exactly
-that message, and finishing the input from there must end where an uninterrupted run
-ends. Also: partial sums rebuilt from the facts equal the incrementally kept ones.
+partition ends at an arbitrary record, possibly in the middle of one commit's writes (a
+batch of input messages). Here a recorded changelog is cut at many points; recovery must
+always give the state after some whole commit, with the outcome counts and read position
+of exactly its last message, and finishing the input from there must end where an
+uninterrupted run ends. Also: partial sums rebuilt from the facts equal the
+incrementally kept ones.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from kpimon.sim import SimConfig, generate
 from models.decode import decode
 from streams.partials import Partials
 from streams.rules import KpiRules
-from streams.store import InputPartition
+from streams.store import JOURNAL_LIMIT, InputPartition
 
 NAMES = {"tickets": "support.tickets", "surveys": "support.surveys"}
 
@@ -78,6 +79,7 @@ def feed(part: InputPartition, messages: list[Message]) -> None:
     for kind, offset, decoded in messages:
         if not part.already_applied(NAMES[kind], offset):
             part.apply(kind, offset, decoded)  # type: ignore[arg-type]
+    part.commit()
 
 
 def window_values(partials: Partials) -> dict[tuple[str, str, int], list[float]]:
@@ -100,34 +102,51 @@ def test_recovery_from_any_cut_is_the_state_after_a_whole_message(
     rules = KpiRules()
     table = RecordingTable()
     part = InputPartition.open(table, 0, rules, NAMES, now_ms=1)
-    after: list[tuple[dict[bytes, bytes], dict[str, int], int, float]] = []
-    for kind, offset, decoded in messages:
+    # Commits after batches of random size, as the ingest agent's batches of input.
+    rng = random.Random(3)
+    after: dict[int, tuple[dict[bytes, bytes], dict[str, int], int, float]] = {}
+    for i, (kind, offset, decoded) in enumerate(messages):
         part.apply(kind, offset, decoded)  # type: ignore[arg-type]
-        after.append((state_of(table), dict(part.outcomes), len(table.changelog),
-                      part.watermark))
+        if rng.random() < 0.2 or i == len(messages) - 1:
+            part.commit()
+            after[i] = (state_of(table), dict(part.outcomes), len(table.changelog),
+                        part.watermark)
+    assert 0.1 * len(messages) < len(after) < 0.3 * len(messages)
     final_windows = window_values(part.partials)
     assert sum(part.outcomes.values()) == len(messages)
     index = {(NAMES[kind], offset): i for i, (kind, offset, _) in enumerate(messages)}
 
-    rng = random.Random(3)
+    commits = sorted(after)
     cuts = sorted(rng.sample(range(1, len(table.changelog)), 40))
-    cuts += [1, after[0][2] - 1, after[5][2] + 1, len(table.changelog)]  # mid-message too
-    mid_message = 0
+    cuts += [1, after[commits[0]][2] - 1, after[commits[5]][2] + 1, len(table.changelog)]
+    mid_commit = 0
     for cut in cuts:
         recovered = RecordingTable.recovered(table.changelog[:cut])
         again = InputPartition.open(recovered, 0, rules, NAMES, now_ms=2)
         assert again.generation == 2
         done = max((index[(t, o)] for t, o in again.position.items()), default=-1)
+        assert done == -1 or done in after, f"cut at {cut}: recovered inside a batch"
         state, outcomes, written, watermark = (
             after[done] if done >= 0 else ({}, {}, 1, float("-inf")))
-        mid_message += written != cut
+        mid_commit += written != cut
         assert state_of(recovered) == state, f"cut at {cut}: not the state after message {done}"
         assert again.outcomes == outcomes
         assert again.watermark == watermark
         feed(again, messages)
         assert again.outcomes == part.outcomes
         assert_same_windows(window_values(again.partials), final_windows)
-    assert mid_message > 10  # the sample really cut inside messages' writes
+    assert mid_commit > 10  # the sample really cut inside commits' writes
+
+
+def test_a_large_batch_is_journaled_in_parts_below_the_limit(
+    messages: list[Message],
+) -> None:
+    table = RecordingTable()
+    part = InputPartition.open(table, 0, KpiRules(), NAMES, now_ms=1)
+    feed(part, messages)  # one batch of everything
+    journals = [len(v or b"") for k, v in table.changelog if k.startswith(b"\x00journal")]
+    assert len(journals) >= 3  # the opening commit, a part at the limit, the last commit
+    assert max(journals) < JOURNAL_LIMIT + 64 * 1024
 
 
 def test_partials_rebuilt_from_facts_equal_the_incremental_ones(
