@@ -88,3 +88,20 @@ def test_stale_after_the_configured_quiet_time_and_queue_filter() -> None:
     assert view.document("5m", THRESHOLDS, now=view.received_at + 11)["stale"]
     only_b = view.document("5m", THRESHOLDS, queue="b", now=view.received_at)
     assert [q["queue"] for q in only_b["queues"]] == ["b"]
+
+
+def test_expire_forgets_windows_behind_the_horizon_once_it_moved_a_minute() -> None:
+    view = CentreView()
+    keep = 3600
+    for minute in range(5):
+        view.apply_window(window("billing", T0 + 60 * minute))
+    view.apply_live(live("billing", T0 + keep + 90))  # horizon T0 + 90
+    view.expire(keep)
+    assert sorted(k[2] for k in view.windows) == [T0 + 120, T0 + 180, T0 + 240]
+
+    view.apply_live(live("billing", T0 + keep + 140))  # moved 50 s: no sweep yet
+    view.expire(keep)
+    assert len(view.windows) == 3
+    view.apply_live(live("billing", T0 + keep + 200))  # a minute on from the last sweep
+    view.expire(keep)
+    assert sorted(k[2] for k in view.windows) == [T0 + 240]
