@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 from exporters.labels import QueueLabels
 from models.events import PRIORITIES
 from models.records import COUNT_FIELDS, HIST_FIELDS, HIST_KEYS, SUM_FIELDS, WINDOW_SECONDS
+from streams.windows import cumulate
 
 ROLLING: tuple[tuple[str, int], ...] = (("5m", 300), ("15m", 900), ("1h", 3600), ("24h", 86400))
 LONGEST = max(seconds for _, seconds in ROLLING)
@@ -107,8 +108,9 @@ class KpiCollector(Collector):
                 families[field].add_metric(labels, acc[i])
             offset = n_scalars
             for hist in HIST_FIELDS:
-                for j, le in enumerate(HIST_KEYS):
-                    hists[hist].add_metric([*labels, le], acc[offset + j])
+                counts = cumulate(acc[offset:offset + len(HIST_KEYS)])
+                for le, n in zip(HIST_KEYS, counts, strict=True):
+                    hists[hist].add_metric([*labels, le], n)
                 offset += len(HIST_KEYS)
         yield from families.values()
         yield from hists.values()

@@ -16,7 +16,9 @@ from streams.facts import TicketFacts
 from streams.rules import KpiRules
 
 # (queue, channel, bucket_start, field) -> amount. Histogram cells are fields named
-# "frt_hist:15" etc., so that one flat mapping carries everything.
+# "frt_hist:15" etc., so that one flat mapping carries everything. Inside the engine a
+# value counts in its own cell only (the smallest bound >= value): one key per value
+# instead of one per bound above it. Outputs cumulate (`streams.windows.cumulate`).
 Key = tuple[str, str, int, str]
 Contributions = dict[Key, float]
 
@@ -105,9 +107,7 @@ def _ticket_contributions(
 def _histogram(
     out: Contributions, q: str, c: str, b: int, cells: tuple[str, ...], value: float
 ) -> None:
-    # Cumulative: the value counts in every cell whose upper bound is >= value.
-    for cell in cells[bisect_left(HIST_BOUNDS, value):]:
-        out[(q, c, b, cell)] += 1
+    out[(q, c, b, cells[bisect_left(HIST_BOUNDS, value)])] += 1
 
 
 def _survey_contributions(

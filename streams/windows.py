@@ -6,7 +6,7 @@ emitted, and renders KPI window records (SPEC section 4). Free of any Faust impo
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,10 +146,34 @@ def render(key: WindowKey, state: WindowState, updated_at: float) -> dict[str, A
     for name in SUM_FIELDS:
         record[name] = float(v[CELL_INDEX[name]])
     for hist in HIST_FIELDS:
-        record[hist] = {k: int(v[CELL_INDEX[f"{hist}:{k}"]]) for k in HIST_KEYS}
+        first = CELL_INDEX[f"{hist}:{HIST_KEYS[0]}"]
+        counts = cumulate(v[first:first + len(HIST_KEYS)])
+        record[hist] = {k: int(n) for k, n in zip(HIST_KEYS, counts, strict=True)}
     record["revision"] = state.revision
     record["updated_at"] = format_rfc3339(round(updated_at, 3))
     return record
+
+
+def cumulate(cells: Sequence[float]) -> list[float]:
+    """Per-cell histogram counts (the engine's) as cumulative ones (the outputs': each
+    cell counts the values at or below its bound, like Prometheus' `le`)."""
+    out: list[float] = []
+    running = 0.0
+    for n in cells:
+        running += n
+        out.append(running)
+    return out
+
+
+def cumulate_fields(fields: Mapping[str, float]) -> dict[str, float]:
+    """One window's `{field or "hist:le": value}` with the histogram cells cumulated."""
+    out = dict(fields)
+    for hist in HIST_FIELDS:
+        names = [f"{hist}:{k}" for k in HIST_KEYS]
+        for name, n in zip(names, cumulate([fields.get(n, 0.0) for n in names]), strict=True):
+            if n or name in fields:
+                out[name] = n
+    return out
 
 
 def group_deltas(

@@ -9,6 +9,7 @@ from models.events import SurveyResponded, TicketEvent, input_event_adapter
 from models.timestamps import format_rfc3339
 from streams.rules import KpiRules
 from streams.tickets import DictStore, TicketProcessor
+from streams.windows import cumulate_fields
 
 T0 = 1_795_341_600.0  # 2026-11-22T10:00:00Z, a bucket boundary
 
@@ -61,11 +62,16 @@ class Harness:
             self.totals[key] += delta
 
     def field(self, name: str, queue: str = "billing", channel: str = "phone") -> dict[int, float]:
-        """Non-zero values of one field by bucket offset from T0 (seconds)."""
+        """Non-zero values of one field by bucket offset from T0 (seconds); histogram
+        cells ("frt_hist:30") cumulative, as in the outputs."""
+        windows: dict[int, dict[str, float]] = defaultdict(dict)
+        for (q, c, b, f), v in self.totals.items():
+            if q == queue and c == channel:
+                windows[b][f] = v
         return {
             int(b - T0): v
-            for (q, c, b, f), v in self.totals.items()
-            if f == name and q == queue and c == channel and v
+            for b, fields in windows.items()
+            if (v := cumulate_fields(fields).get(name, 0.0))
         }
 
     def gauge(self, name: str, queue: str = "billing", channel: str = "phone") -> int:

@@ -188,15 +188,17 @@ def _rendered(**deltas: float) -> dict[str, Any]:
 
 
 def test_kpi_window_validates_a_rendered_record() -> None:
+    # The engine counts each value in its own cell; the record is cumulative.
     record = _rendered(tickets_created=3, frt_count=2, frt_sum_seconds=95.5,
-                       **{"frt_hist:60": 1, "frt_hist:120": 2, "frt_hist:+Inf": 2})
+                       **{"frt_hist:60": 1, "frt_hist:120": 1})
     window = KpiWindow.model_validate(record)
     assert (window.queue, window.channel) == ("billing", "chat")
     assert (window.window_start, window.window_end) == (
         "2026-11-22T10:00:00Z", "2026-11-22T10:01:00Z",
     )
     assert (window.tickets_created, window.frt_count, window.frt_sum_seconds) == (3, 2, 95.5)
-    assert window.frt_hist == dict.fromkeys(SPEC_HIST_KEYS, 0) | {"60": 1, "120": 2, "+Inf": 2}
+    upper = SPEC_HIST_KEYS[SPEC_HIST_KEYS.index("120"):]
+    assert window.frt_hist == {"15": 0, "30": 0, "60": 1} | dict.fromkeys(upper, 2)
     assert window.revision == 1
     assert window.updated_at == "2026-11-22T10:01:01.250000Z"
     # The rendered record is exactly the model's fields: nothing missing, nothing extra.
