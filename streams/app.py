@@ -210,9 +210,10 @@ class KpiWorker:
 
     async def _send_staged(self) -> None:
         """Hand the staged changelog records to the producer."""
-        if len(self.outbox):
+        if self._direct:
             # The aiokafka producer under Faust's (its aiokafka transport; no public
-            # accessor): Faust flushes it before committing offsets.
+            # accessor): Faust flushes it before committing offsets. Called even with
+            # nothing staged: it waits for a send in progress that took our records.
             faust_producer: Any = self.app.producer
             await self.outbox.send(faust_producer._ensure_producer())
 
@@ -407,8 +408,8 @@ class KpiWorker:
         last watermark at the pace of the wall-clock, so a live stream sees no jump.
         """
         idle = self.settings.rules.watermark_idle_seconds
-        if self.app.rebalancing:
-            return
+        if self.app.rebalancing or self._stopping():
+            return  # stopping: the producer may be gone; the next owner advances
         now = time.time()
         for partition, part in list(self.partitions.items()):
             wall, base = self.activity[partition]
@@ -473,6 +474,8 @@ class KpiWorker:
         Rolling windows end at the watermark, and a (queue, channel) with no change
         would otherwise never learn that time moved on.
         """
+        if self._stopping():
+            return  # the producer may already be gone (a graceful stop crashed on it)
         self._adopt_assigned()
         self._reemit_gained()
         self._expire_buckets()
@@ -720,6 +723,8 @@ class KpiWorker:
             record = render(wkey, WindowState.from_list(orjson.loads(raw)), now)
             records.append((window_id(wkey).encode(), orjson.dumps(record)))
         for record_key, value in records:
+            if self._stopping():
+                return  # stopped while sending: the next owner re-emits every window
             await self.kpis.send(key=record_key, value=value)
 
     async def _emit_live(self) -> None:
@@ -727,6 +732,8 @@ class KpiWorker:
             return
         # Faster than window records: the wallboard promises updates within a second.
         for record_key, value in self._live_snapshots(time.time()):
+            if self._stopping():
+                return
             await self.live_topic.send(key=record_key, value=value)
 
     def _live_snapshots(self, now: float) -> list[tuple[bytes, bytes]]:

@@ -14,6 +14,7 @@ offsets of the input they reflect are committed, as with `send_changelog`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -35,6 +36,7 @@ class Outbox:
     def __init__(self) -> None:
         self._records: dict[tuple[str, int], list[tuple[bytes, bytes | None]]] = {}
         self.sent = 0
+        self._sending = asyncio.Lock()
 
     def __len__(self) -> int:
         return sum(len(items) for items in self._records.values())
@@ -54,7 +56,16 @@ class Outbox:
         return write
 
     async def send(self, producer: BatchProducer) -> None:
-        """Hand every staged record to the producer (delivery is the producer's job)."""
+        """Hand every staged record to the producer (delivery is the producer's job).
+
+        When it returns, every record staged before the call is with the producer, even
+        if another caller's send took it: the agents rely on that before their input
+        offsets can be committed (Faust flushes only what the producer holds).
+        """
+        async with self._sending:
+            await self._send(producer)
+
+    async def _send(self, producer: BatchProducer) -> None:
         records, self._records = self._records, {}
         for (topic, partition), items in records.items():
             batch = producer.create_batch()

@@ -63,3 +63,26 @@ def test_nothing_staged_sends_nothing() -> None:
     producer = FakeProducer(room=10)
     asyncio.run(Outbox().send(producer))
     assert producer.sent == []
+
+
+class SlowProducer(FakeProducer):
+    """Yields to the loop inside every send, as aiokafka does when its buffer is full."""
+
+    async def send_batch(self, batch: FakeBatch, topic: str, *, partition: int) -> None:
+        await asyncio.sleep(0.01)
+        await super().send_batch(batch, topic, partition=partition)
+
+
+def test_a_send_returns_only_once_its_records_are_with_the_producer() -> None:
+    async def scenario() -> int:
+        outbox = Outbox()
+        producer = SlowProducer(room=1)
+        outbox.add("t", 0, b"mine", b"1")  # staged by one agent ...
+        other = asyncio.create_task(outbox.send(producer))  # ... taken by another's send
+        await asyncio.sleep(0)
+        await outbox.send(producer)  # must not return before "mine" is handed over
+        handed_over = len(producer.sent)
+        await other
+        return handed_over
+
+    assert asyncio.run(scenario()) == 1
