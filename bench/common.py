@@ -7,7 +7,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from prometheus_client.parser import text_string_to_metric_families
+
+# The integration tests' topic names and port picker (run.py puts the repository on
+# sys.path; with --ref, the exported revision's copy).
+from tests.integration.kafka_env import Topics, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_DIR = REPO / ".local" / "bench"
@@ -36,12 +39,6 @@ SOURCE_ENV: dict[str, str] = {}
 def say(msg: str) -> None:
     """A progress line on stderr, stamped with seconds since the bench started."""
     print(f"[bench {time.monotonic() - _T0:7.1f}s] {msg}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ------------------------------------------------------------------------------ /proc
@@ -165,31 +162,10 @@ class Broker:
         )
 
 
-@dataclass(frozen=True)
-class Topics:
-    """The four kpimon topics of one scenario."""
-
-    tickets: str
-    surveys: str
-    kpis: str
-    deadletter: str
-
-    @classmethod
-    def named(cls, prefix: str) -> Topics:
-        return cls(f"{prefix}.tickets", f"{prefix}.surveys", f"{prefix}.kpis",
-                   f"{prefix}.deadletter")
-
-    def specs(self) -> list[str]:
-        return [self.tickets, self.surveys, f"{self.kpis}:cleanup.policy=compact",
-                self.deadletter]
-
-    def env(self) -> dict[str, str]:
-        return {
-            "KPIMON_TOPIC_TICKETS": self.tickets,
-            "KPIMON_TOPIC_SURVEYS": self.surveys,
-            "KPIMON_TOPIC_KPIS": self.kpis,
-            "KPIMON_TOPIC_DEADLETTER": self.deadletter,
-        }
+def topic_specs(topics: Topics) -> list[str]:
+    """`create_topics` arguments for a scenario's topics (the KPI topic compacted)."""
+    return [topics.tickets, topics.surveys, f"{topics.kpis}:cleanup.policy=compact",
+            topics.deadletter]
 
 
 # --------------------------------------------------------------------------- offsets

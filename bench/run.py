@@ -48,7 +48,6 @@ from bench.common import (
     Broker,
     CpuWatch,
     Proc,
-    Topics,
     committed,
     consumer_lag,
     end_offsets,
@@ -57,9 +56,11 @@ from bench.common import (
     outcomes,
     say,
     start_kpimon,
+    topic_specs,
     try_scrape,
 )
 from bench.workload import describe, mix, open_tickets, prefill
+from tests.integration.kafka_env import Topics
 
 SCENARIOS = ("raw", "faust", "quix", "kpimon", "latency", "memory", "scale")
 QUIX_VERSION = "3.28.1"
@@ -415,7 +416,7 @@ class Bench:
 
         args = self.args
         topics = Topics.named("bench.lat")
-        self.broker.create_topics(topics.specs())
+        self.broker.create_topics(topic_specs(topics))
         state = BENCH_DIR / "work" / "bench-latency"
         shutil.rmtree(state, ignore_errors=True)
         result = BENCH_DIR / "work" / "paced.json"
@@ -428,7 +429,7 @@ class Bench:
             say(f"latency: an agent crashed before the load, retrying once: {crash}")
             proc.stop()
             topics = Topics.named("bench.lat2")
-            self.broker.create_topics(topics.specs())
+            self.broker.create_topics(topic_specs(topics))
             proc, port = start_kpimon(self.broker, topics, "bench-latency-retry", state,
                                       self.partitions)
         producer: Proc | None = None
@@ -510,7 +511,7 @@ class Bench:
         args = self.args
         n = args.open_tickets
         topics = Topics.named(f"bench.mem.{store}{suffix}")
-        self.broker.create_topics(topics.specs())
+        self.broker.create_topics(topic_specs(topics))
         app_id = f"bench-mem-{store}{suffix}"
         state = BENCH_DIR / "work" / app_id
         shutil.rmtree(state, ignore_errors=True)
