@@ -33,7 +33,7 @@ from models.records import DeadLetterRecord
 from models.timestamps import format_rfc3339
 from streams.contributions import bucket
 from streams.outbox import Outbox, Writer
-from streams.store import InputPartition
+from streams.store import InputPartition, changelog_writer
 from streams.tickets import SURVEYS, TICKETS
 from streams.windows import MergedWindow, WindowState, newer, render, window_id
 
@@ -191,14 +191,7 @@ class KpiWorker:
     def _writer(self, table: Any) -> Writer:
         if self._direct:
             return self.outbox.writer(table.changelog_topic.get_topic_name())
-
-        def send_changelog(partition: int, key: bytes, value: bytes | None) -> None:
-            if value is None:
-                table.send_changelog(partition, key, None, value_serializer="raw")
-            else:
-                table.send_changelog(partition, key, value)
-
-        return send_changelog
+        return changelog_writer(table)
 
     def _put(self, table: Any, partition: int, key: bytes, value: bytes | None) -> None:
         """Set (or delete) a table key and write it to the named changelog partition."""

@@ -27,6 +27,7 @@ class BatchProducer(Protocol):
     async def send_batch(self, batch: Any, topic: str, *, partition: int) -> Any: ...
 
 
+# write(partition, key, value or None to delete): one changelog record
 Writer = Callable[[int, bytes, "bytes | None"], None]
 
 

@@ -7,7 +7,7 @@ is testable by cutting a recorded changelog at every point.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +15,7 @@ import orjson
 
 from models.decode import DeadLetter, Decoded, Ignored, TopicKind
 from streams.facts import TicketFacts
+from streams.outbox import Writer
 from streams.partials import Partials
 from streams.rules import KpiRules
 from streams.tickets import Step, TicketProcessor
@@ -24,8 +25,17 @@ _JOURNAL_KEY = b"\x00journal"
 # 1 MB record limit, whatever the batch size.
 JOURNAL_LIMIT = 256 * 1024
 
-# write(partition, key, value or None to delete): one changelog record
-Writer = Callable[[int, bytes, "bytes | None"], None]
+
+def changelog_writer(table: Any) -> Writer:
+    """A `Writer` through the table's own `send_changelog` (Faust's producer path)."""
+
+    def write(partition: int, key: bytes, value: bytes | None) -> None:
+        if value is None:
+            table.send_changelog(partition, key, None, value_serializer="raw")
+        else:
+            table.send_changelog(partition, key, value)
+
+    return write
 
 
 class TableTicketStore:
@@ -55,7 +65,7 @@ class TableTicketStore:
         self._journal_key = _JOURNAL_KEY + b"%d" % partition
         self._staged: dict[bytes, bytes | None] = {}
         self.staged_bytes = 0
-        self._send: Writer = write or self._send_changelog
+        self._send: Writer = write or changelog_writer(table)
 
     def get(self, ticket_id: str) -> TicketFacts | None:
         raw = self.table.data.get(ticket_id.encode())
@@ -112,12 +122,6 @@ class TableTicketStore:
         else:
             self.table.data[key] = value
         self._send(self.partition, key, value)
-
-    def _send_changelog(self, partition: int, key: bytes, value: bytes | None) -> None:
-        if value is None:
-            self.table.send_changelog(partition, key, None, value_serializer="raw")
-        else:
-            self.table.send_changelog(partition, key, value)
 
 
 @dataclass(slots=True)
