@@ -10,14 +10,16 @@ bucket start: Faust's own windowed tables close windows by wall-clock (DESIGN-NO
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import faust
 import orjson
 from aiokafka.partitioner import murmur2
+from faust.types import TP
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from exporters import wallboard
@@ -32,7 +34,9 @@ from models.decode import DeadLetter, Ignored, TopicKind, decode
 from models.records import DeadLetterRecord
 from models.timestamps import format_rfc3339
 from streams.contributions import bucket
+from streams.gaps import GapGuard, Verdict
 from streams.outbox import Outbox, Writer
+from streams.stall import StallWatch
 from streams.store import InputPartition, changelog_writer
 from streams.tickets import SURVEYS, TICKETS
 from streams.windows import MergedWindow, WindowState, newer, render, window_id
@@ -57,6 +61,27 @@ def stage2_partition(queue: str, channel: str, partitions: int) -> int:
 _PROMETHEUS_TEXT = "text/plain; version=0.0.4"
 
 
+async def _no_commit(*_: Any, **__: Any) -> bool:
+    return False
+
+
+class _App(faust.App):
+    """`faust.App` with a hook for a rebalance that starts while the worker stops.
+
+    Faust then gives the partitions up at once: it closes the consumer without waiting
+    for the agents or flushing the producer. Anything the worker sends after that
+    lands in changelogs the next owner has already restored, and a later restore
+    replays it over newer state (lost input, seen in the rebalance test).
+    """
+
+    before_stopped_rebalance: Callable[[], Awaitable[None]] | None = None
+
+    async def _on_partitions_revoked(self, revoked: Any) -> None:
+        if self.should_stop and self.before_stopped_rebalance is not None:
+            await self.before_stopped_rebalance()
+        await super()._on_partitions_revoked(revoked)
+
+
 class KpiWorker:
     """Builds the Faust app for one `Settings` and holds the worker's live state."""
 
@@ -70,6 +95,9 @@ class KpiWorker:
         )
         # (topic, partition) -> offset of the next input message to read
         self.next_offset: dict[tuple[str, int], int] = {}
+        self.gaps = GapGuard()
+        self.deltas_read: dict[int, int] = {}
+        self.stalls: StallWatch[TP] = StallWatch()
         self.registry.register(ConsumerLagCollector(self._consumer_lag))
         self.partitions: dict[int, InputPartition] = {}
         # partition -> (wall-clock of its last ticket event, watermark then)
@@ -95,7 +123,7 @@ class KpiWorker:
         self.centre = CentreView(settings.wallboard.stale_after)
 
         conf = settings.worker
-        self.app = faust.App(
+        self.app = _App(
             conf.app_id,
             broker=f"kafka://{settings.kafka.bootstrap}",
             broker_credentials=faust_broker_credentials(settings.kafka),
@@ -159,6 +187,7 @@ class KpiWorker:
         self.merged = 0  # partial-sum messages merged by stage 2
         self._progress_mark = (time.monotonic(), 0, 0)
         self.app.timer(0.25, name="emit_live")(self._emit_live)
+        self.app.timer(5.0, name="unstick_recovery")(self._unstick_recovery)
         if settings.rules.watermark_idle_seconds > 0:
             self.app.timer(1.0, name="advance_idle")(self._advance_idle)
         registry = self.registry
@@ -187,6 +216,7 @@ class KpiWorker:
         self.app.page("/healthz", name="healthz")(healthz)
         self.app.page("/readyz", name="readyz")(readyz)
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+        self.app.before_stopped_rebalance = self._fence
 
     def _writer(self, table: Any) -> Writer:
         if self._direct:
@@ -203,7 +233,7 @@ class KpiWorker:
 
     async def _send_staged(self) -> None:
         """Hand the staged changelog records to the producer."""
-        if self._direct:
+        if self._direct and not self.outbox.closed:
             # The aiokafka producer under Faust's (its aiokafka transport; no public
             # accessor): Faust flushes it before committing offsets. Called even with
             # nothing staged: it waits for a send in progress that took our records.
@@ -331,6 +361,8 @@ class KpiWorker:
         # Faust acks a batch's events (so their offsets become committable) only after
         # this body finished with them; it flushes the producer before committing.
         async for events in stream.take_events(BATCH_SIZE, within=BATCH_WAIT):
+            if self.outbox.closed:
+                continue  # partitions given up while stopping (`_fence`)
             dead: list[tuple[bytes | None, bytes]] = []
             for event in events:
                 msg = event.message
@@ -344,6 +376,17 @@ class KpiWorker:
             await self._send_staged()
             for key, value in dead:
                 await self.deadletter.send(key=key, value=value)
+            for (topic, partition), offset in self.gaps.take_due().items():
+                await self._rewind(topic, partition, offset)
+
+    async def _rewind(self, topic: str, partition: int, offset: int) -> None:
+        """Read an input partition again from `offset` (streams/gaps.py)."""
+        tp = TP(topic, partition)
+        if tp not in self.app.consumer.assignment():
+            return
+        log.warning("input %s[%d]: offset %d was never delivered (dropped by the consumer); "
+                    "reading again from there", topic, partition, offset)
+        await self.app.consumer.seek(tp, offset)
 
     def handle_input(
         self,
@@ -360,6 +403,14 @@ class KpiWorker:
         part = self._partition(partition)
         if part.already_applied(topic, offset):
             return  # redelivered after a crash or move; its effects are in the state
+        verdict = self.gaps.check((topic, partition), part.expected(topic), offset,
+                                  time.monotonic())
+        if verdict is Verdict.SKIP:
+            return  # past a hole: read again after the rewind
+        if verdict is Verdict.ACCEPT:
+            log.warning("input %s[%d]: offsets %d to %d do not exist (retention or "
+                        "transaction markers); going on from %d", topic, partition,
+                        part.expected(topic), offset - 1, offset)
         now = time.time()
         decoded = decode(
             kind, key, value, now=now, max_clock_skew=self.settings.rules.max_clock_skew
@@ -522,6 +573,21 @@ class KpiWorker:
         log.info("dead-lettered %s[%d]@%d: %s", topic, partition, offset, reason.reason)
         return key, record.model_dump_json().encode()
 
+    async def _unstick_recovery(self) -> None:
+        """Read again a changelog partition whose recovery stopped (streams/stall.py)."""
+        recovery: Any = self.app.tables.recovery  # type: ignore[attr-defined]
+        progress: dict[TP, tuple[int, int]] = {}
+        if recovery.in_recovery:
+            for tp in list(recovery.active_tps):
+                offset = recovery.active_offsets.get(tp)
+                highwater = recovery.active_highwaters.get(tp)
+                if offset is not None and highwater is not None:
+                    progress[tp] = (offset, highwater)
+        for tp, offset in self.stalls.stalled(progress, time.monotonic()):
+            log.warning("recovery of %s[%d] stalled at offset %d of %d; reading it again",
+                        tp.topic, tp.partition, offset, progress[tp][1])
+            await self.app.consumer.seek(tp, offset)
+
     async def _progress(self) -> None:
         """One INFO line of what the worker did lately: long replays show progress."""
         now = time.monotonic()
@@ -540,10 +606,39 @@ class KpiWorker:
             "consuming" if ready else why,
         )
 
+    async def _fence(self) -> None:
+        """Stop writing for good, before a rebalance during shutdown lets another
+        worker restore our partitions: what is sent by then is delivered first."""
+        if not self._direct or self.outbox.closed:
+            return  # transactions fence the producer (exactly_once); or fenced already
+        # First of all, and with no await before it: no input offset is committed from
+        # now on, so whatever is dropped below is applied again by the next owner (the
+        # agents go on acking their batches, and Faust commits acked offsets).
+        consumer: Any = self.app.consumer
+        consumer.commit = _no_commit
+        await self.outbox.close()
+        producer: Any = self.app.producer
+        try:
+            await asyncio.wait_for(producer._ensure_producer().flush(),
+                                   self.settings.worker.session_timeout / 2)
+        except Exception as exc:  # stopping anyway: say what may follow
+            log.warning("stopping: changelog records may be unsent (%r); the next owner "
+                        "replays their input", exc)
+        log.info("stopping: partitions given up; %d staged changelog records dropped "
+                 "(the next owner applies their input again)", self.outbox.dropped)
+
     async def _on_revoked(self, sender: Any, revoked: Any, **_: Any) -> None:
+        # Faust flushed the producer, but a timer may have staged records since: they
+        # must reach the changelogs before the next owner restores them.
+        await self._send_staged()
+        if not self._stopping():
+            await self.app.producer.flush()
         inputs = {self.settings.topics.tickets, self.settings.topics.surveys}
         for tp in revoked:
             self.next_offset.pop((tp.topic, tp.partition), None)
+            self.gaps.forget((tp.topic, tp.partition))
+            if tp.topic == self.deltas_name:
+                self.deltas_read.pop(tp.partition, None)
             if tp.topic in inputs and self.partitions.pop(tp.partition, None) is not None:
                 del self.activity[tp.partition]
                 self.metrics.forget_partition(tp.partition)
@@ -552,9 +647,40 @@ class KpiWorker:
 
     async def _aggregate(self, stream: Any) -> None:
         async for events in stream.take_events(BATCH_SIZE, within=BATCH_WAIT):
+            if self.outbox.closed:
+                continue
+            moved: set[int] = set()
+            now = time.monotonic()
             for event in events:
-                self._merge(event.message.partition, event.message.value)
+                msg = event.message
+                here = msg.partition
+                # Merging is idempotent, so redelivered partials are merged again; only
+                # a hole (streams/gaps.py) holds the partition until it is read again.
+                read = self._deltas_read(here)
+                verdict = self.gaps.check((self.deltas_name, here),
+                                          None if read is None else read + 1, msg.offset, now)
+                if verdict is Verdict.SKIP:
+                    continue
+                self._merge(here, msg.value)
+                if read is None or msg.offset > read:
+                    self.deltas_read[here] = msg.offset
+                    moved.add(here)
+            for here in moved:
+                self._put(self.counters, here, b"read|%d" % here,
+                          b"%d" % self.deltas_read[here])
             await self._send_staged()
+            for (topic, partition), offset in self.gaps.take_due().items():
+                await self._rewind(topic, partition, offset)
+
+    def _deltas_read(self, here: int) -> int | None:
+        """The last deltas offset merged on partition `here` (kept in the counters
+        table, so a worker that gains the partition knows where a hole would start)."""
+        read = self.deltas_read.get(here)
+        if read is None:
+            raw = self.counters.data.get(b"read|%d" % here)
+            if raw is not None:
+                read = self.deltas_read[here] = int(raw)
+        return read
 
     def _merge(self, here: int, value: bytes) -> None:
         """Apply one message of the deltas topic, from its partition `here`."""

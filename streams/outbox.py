@@ -37,12 +37,17 @@ class Outbox:
     def __init__(self) -> None:
         self._records: dict[tuple[str, int], list[tuple[bytes, bytes | None]]] = {}
         self.sent = 0
+        self.dropped = 0
+        self.closed = False
         self._sending = asyncio.Lock()
 
     def __len__(self) -> int:
         return sum(len(items) for items in self._records.values())
 
     def add(self, topic: str, partition: int, key: bytes, value: bytes | None) -> None:
+        if self.closed:
+            self.dropped += 1
+            return
         records = self._records.get((topic, partition))
         if records is None:
             records = self._records[(topic, partition)] = []
@@ -65,6 +70,17 @@ class Outbox:
         """
         async with self._sending:
             await self._send(producer)
+
+    async def close(self) -> None:
+        """Wait for a send in progress, then drop every record, now and from now on.
+
+        For a worker that has lost its partitions without a handover: whatever it
+        sends after that lands in changelogs the next owner has already restored.
+        """
+        async with self._sending:
+            self.closed = True
+            self.dropped += len(self)
+            self._records = {}
 
     async def _send(self, producer: BatchProducer) -> None:
         records, self._records = self._records, {}

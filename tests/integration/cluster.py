@@ -51,7 +51,19 @@ def wait_equal(records: list[Any], topics: Topics, now: float, workers: list[Wor
         if ok:
             return scrapes
         time.sleep(2)
-    raise AssertionError(f"workers never matched the batch: {why}\n{workers[0].tail()}")
+    raise AssertionError(f"workers never matched the batch: {why}\n{stuck_report(workers)}")
+
+
+def stuck_report(workers: list[Worker]) -> str:
+    """Each worker's task stacks (mode's SIGUSR1 dump) and log tail, for a hung test."""
+    import signal
+
+    for w in workers:
+        if w.proc.poll() is None:
+            w.proc.send_signal(signal.SIGUSR1)
+    time.sleep(3)
+    return "\n".join(f"--- worker {i} ({w.log_path}):\n{w.tail(25)}"
+                     for i, w in enumerate(workers))
 
 
 def latest_windows(bootstrap: str, topic: str) -> dict[tuple[str, str, int], dict[str, Any]]:

@@ -86,3 +86,22 @@ def test_a_send_returns_only_once_its_records_are_with_the_producer() -> None:
         return handed_over
 
     assert asyncio.run(scenario()) == 1
+
+
+def test_close_waits_for_a_send_in_progress_then_drops_everything() -> None:
+    async def scenario() -> tuple[int, int, int]:
+        outbox = Outbox()
+        producer = SlowProducer(room=1)
+        for i in range(3):
+            outbox.add("t", 0, b"k%d" % i, b"v")
+        sending = asyncio.create_task(outbox.send(producer))
+        await asyncio.sleep(0)  # the send holds the records now
+        outbox.add("t", 0, b"late", b"v")  # staged while the send is in progress
+        await outbox.close()
+        handed_over = len(producer.sent)  # the send in progress finished first
+        outbox.add("t", 1, b"after", b"v")
+        await outbox.send(producer)
+        await sending
+        return handed_over, len(producer.sent), outbox.dropped
+
+    assert asyncio.run(scenario()) == (3, 3, 2)
