@@ -18,6 +18,7 @@ from typing import Any
 
 import faust
 import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import murmur2
 from faust.types import TP
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
@@ -51,6 +52,9 @@ PRODUCER_LINGER = 0.005
 # for more input, so a quiet stream's latency grows by that much at most.
 BATCH_SIZE = 1000
 BATCH_WAIT = 0.02
+# Holes bridged per batch before the rest waits for a rewind (a batch of transactional
+# input has one commit marker per transaction and partition).
+MAX_PROBE_ROUNDS = 100
 
 
 def stage2_partition(queue: str, channel: str, partitions: int) -> int:
@@ -96,6 +100,8 @@ class KpiWorker:
         # (topic, partition) -> offset of the next input message to read
         self.next_offset: dict[tuple[str, int], int] = {}
         self.gaps = GapGuard()
+        self._probe: AIOKafkaConsumer | None = None  # asks the broker what a hole holds
+        self._probe_lock = asyncio.Lock()
         self.deltas_read: dict[int, int] = {}
         self.stalls: StallWatch[TP] = StallWatch()
         self.registry.register(ConsumerLagCollector(self._consumer_lag))
@@ -118,6 +124,13 @@ class KpiWorker:
             "Corrections for buckets already expired (older than the longest rolling "
             "window plus the FCR window), dropped.",
             registry=self.registry,
+        )
+        self.holes = Counter(
+            "support_input_holes",
+            "Holes in a partition's offsets, probed on the broker: `bridged` held no "
+            "records (transaction markers, retention), `reread` were messages the "
+            "consumer dropped, read again.",
+            ["kind"], registry=self.registry,
         )
         self._emitted_watermark: float | None = None
         self.centre = CentreView(settings.wallboard.stale_after)
@@ -188,6 +201,7 @@ class KpiWorker:
         self._progress_mark = (time.monotonic(), 0, 0)
         self.app.timer(0.25, name="emit_live")(self._emit_live)
         self.app.timer(5.0, name="unstick_recovery")(self._unstick_recovery)
+        self.app.timer(1.0, name="retry_holes")(self._retry_holes)
         if settings.rules.watermark_idle_seconds > 0:
             self.app.timer(1.0, name="advance_idle")(self._advance_idle)
         registry = self.registry
@@ -217,6 +231,7 @@ class KpiWorker:
         self.app.page("/readyz", name="readyz")(readyz)
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
         self.app.before_stopped_rebalance = self._fence
+        self.app.on_before_shutdown.connect(self._close_probe)
 
     def _writer(self, table: Any) -> Writer:
         if self._direct:
@@ -364,29 +379,102 @@ class KpiWorker:
             if self.outbox.closed:
                 continue  # partitions given up while stopping (`_fence`)
             dead: list[tuple[bytes | None, bytes]] = []
+            held: dict[tuple[str, int], list[Any]] = {}  # messages behind a hole
             for event in events:
-                msg = event.message
-                self.handle_input(msg.topic, msg.partition, msg.offset, msg.key, msg.value,
-                                  dead)
-            # No await between applying and journaling: a flush never sends partial
-            # sums of input that a journal does not cover yet.
-            for part in self.partitions.values():
-                if part.uncommitted:
-                    part.commit()
+                self._take(event.message, dead, held)
+            self._journal()
             await self._send_staged()
+            # Each hole is probed: one without records (transaction markers) is bridged
+            # and the messages held behind it are applied now; a real one is read again.
+            for _ in range(MAX_PROBE_ROUNDS):
+                due = self.gaps.take_due()
+                if not due:
+                    break
+                for (topic, partition), offset in due.items():
+                    behind = held.pop((topic, partition), [])
+                    if await self._probe_hole(topic, partition, offset,
+                                              behind[0].offset if behind else None):
+                        for msg in behind:
+                            self._take(msg, dead, held)
+                self._journal()
+                await self._send_staged()
             for key, value in dead:
                 await self.deadletter.send(key=key, value=value)
-            for (topic, partition), offset in self.gaps.take_due().items():
-                await self._rewind(topic, partition, offset)
 
-    async def _rewind(self, topic: str, partition: int, offset: int) -> None:
-        """Read an input partition again from `offset` (streams/gaps.py)."""
+    def _take(self, msg: Any, dead: list[tuple[bytes | None, bytes]],
+              held: dict[tuple[str, int], list[Any]]) -> None:
+        if not self.handle_input(msg.topic, msg.partition, msg.offset, msg.key, msg.value,
+                                 dead):
+            held.setdefault((msg.topic, msg.partition), []).append(msg)
+
+    def _journal(self) -> None:
+        # Called with no await since the input was applied: a flush never sends partial
+        # sums of input that a journal does not cover yet.
+        for part in self.partitions.values():
+            if part.uncommitted:
+                part.commit()
+
+    async def _probe_hole(self, topic: str, partition: int, offset: int,
+                          next_held: int | None) -> bool:
+        """Ask the broker what a hole from `offset` holds (streams/gaps.py). True: it
+        holds no records up to `next_held`, the first message held behind it, which
+        can be applied now; otherwise the partition is read again from `offset`."""
         tp = TP(topic, partition)
         if tp not in self.app.consumer.assignment():
-            return
-        log.warning("input %s[%d]: offset %d was never delivered (dropped by the consumer); "
-                    "reading again from there", topic, partition, offset)
+            return False
+        try:
+            first = await self._first_record(topic, partition, offset)
+        except Exception as exc:
+            log.warning("%s[%d]: could not ask the broker about offset %d (%r)",
+                        topic, partition, offset, exc)
+            first = None
+        self.gaps.probed((topic, partition), offset, first)
+        self.holes.labels("bridged" if first is not None and first > offset
+                          else "reread").inc()
+        if first is not None and first > offset:
+            log.debug("%s[%d]: offsets %d to %d hold no records (transaction markers or "
+                      "retention)", topic, partition, offset, first - 1)
+            if first == next_held:
+                return True
+        else:
+            log.warning("%s[%d]: offset %d was fetched but never delivered (dropped by the "
+                        "consumer); reading again from there", topic, partition, offset)
         await self.app.consumer.seek(tp, offset)
+        return False
+
+    async def _first_record(self, topic: str, partition: int, offset: int) -> int | None:
+        """The offset of the broker's first record at or after `offset` (None: none
+        within 5 s), read the way Faust's consumer reads (isolation level)."""
+        async with self._probe_lock:  # one partition at a time on the one consumer
+            if self._probe is None:
+                guarantee = self.settings.worker.processing_guarantee
+                probe = AIOKafkaConsumer(
+                    bootstrap_servers=self.settings.kafka.bootstrap,
+                    enable_auto_commit=False, auto_offset_reset="earliest",
+                    isolation_level="read_committed" if guarantee == "exactly_once"
+                    else "read_uncommitted",
+                    **aiokafka_options(self.settings.kafka),
+                )
+                await probe.start()
+                self._probe = probe
+            tp = TopicPartition(topic, partition)
+            self._probe.assign([tp])
+            self._probe.seek(tp, offset)
+            batch = await self._probe.getmany(tp, timeout_ms=5000, max_records=1)
+            records = batch.get(tp) or []
+            return records[0].offset if records else None
+
+    async def _retry_holes(self) -> None:
+        """Probe again the holes that their rewind did not fill (streams/gaps.py)."""
+        if self.app.rebalancing or self._stopping():
+            return
+        for (topic, partition), offset in self.gaps.overdue(time.monotonic()).items():
+            await self._probe_hole(topic, partition, offset, None)
+
+    async def _close_probe(self, *_: Any, **__: Any) -> None:
+        if self._probe is not None:
+            probe, self._probe = self._probe, None
+            await probe.stop()
 
     def handle_input(
         self,
@@ -396,21 +484,19 @@ class KpiWorker:
         key: bytes | None,
         value: bytes | None,
         dead: list[tuple[bytes | None, bytes]],
-    ) -> None:
-        """Apply one input message; its dead-letter record (key, value) goes to `dead`."""
+    ) -> bool:
+        """Apply one input message; its dead-letter record (key, value) goes to `dead`.
+
+        False: not applied, it lies behind a hole in the partition's offsets."""
         kind: TopicKind = "tickets" if topic == self.settings.topics.tickets else "surveys"
         self.next_offset[(topic, partition)] = offset + 1
         part = self._partition(partition)
         if part.already_applied(topic, offset):
-            return  # redelivered after a crash or move; its effects are in the state
+            return True  # redelivered after a crash or move; its effects are in the state
         verdict = self.gaps.check((topic, partition), part.expected(topic), offset,
                                   time.monotonic())
         if verdict is Verdict.SKIP:
-            return  # past a hole: read again after the rewind
-        if verdict is Verdict.ACCEPT:
-            log.warning("input %s[%d]: offsets %d to %d do not exist (retention or "
-                        "transaction markers); going on from %d", topic, partition,
-                        part.expected(topic), offset - 1, offset)
+            return False
         now = time.time()
         decoded = decode(
             kind, key, value, now=now, max_clock_skew=self.settings.rules.max_clock_skew
@@ -424,6 +510,7 @@ class KpiWorker:
             self.activity[partition] = (now, part.watermark)
         if part.watermark != before:
             self.metrics.watermark(partition, part.watermark)
+        return True
 
     def _partition(self, partition: int) -> InputPartition:
         part = self.partitions.get(partition)
@@ -656,10 +743,13 @@ class KpiWorker:
                 here = msg.partition
                 # Merging is idempotent, so redelivered partials are merged again; only
                 # a hole (streams/gaps.py) holds the partition until it is read again.
+                # (exactly_once: Faust's transaction markers would make every commit a
+                # hole to probe, and its transactions fence what at_least_once cannot.)
                 read = self._deltas_read(here)
-                verdict = self.gaps.check((self.deltas_name, here),
-                                          None if read is None else read + 1, msg.offset, now)
-                if verdict is Verdict.SKIP:
+                if self._direct and self.gaps.check(
+                    (self.deltas_name, here), None if read is None else read + 1,
+                    msg.offset, now,
+                ) is Verdict.SKIP:
                     continue
                 self._merge(here, msg.value)
                 if read is None or msg.offset > read:
@@ -670,7 +760,7 @@ class KpiWorker:
                           b"%d" % self.deltas_read[here])
             await self._send_staged()
             for (topic, partition), offset in self.gaps.take_due().items():
-                await self._rewind(topic, partition, offset)
+                await self._probe_hole(topic, partition, offset, None)
 
     def _deltas_read(self, here: int) -> int | None:
         """The last deltas offset merged on partition `here` (kept in the counters
