@@ -181,10 +181,11 @@ class InputPartition:
     def already_applied(self, topic: str, offset: int) -> bool:
         return offset <= self.position.get(topic, -1)
 
-    def expected(self, topic: str) -> int | None:
-        """The offset to apply next from `topic` (None before its first message)."""
-        last = self.position.get(topic)
-        return None if last is None else last + 1
+    def expected(self, topic: str) -> int:
+        """The offset to apply next from `topic`: 0 before its first message, so that
+        even a first message the consumer dropped is noticed (streams/gaps.py; a log
+        that retention trimmed is bridged after one probe)."""
+        return self.position.get(topic, -1) + 1
 
     def apply(
         self, kind: TopicKind, offset: int, decoded: Decoded
