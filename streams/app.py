@@ -99,7 +99,8 @@ class KpiWorker:
         )
         # (topic, partition) -> offset of the next input message to read
         self.next_offset: dict[tuple[str, int], int] = {}
-        self.gaps = GapGuard()
+        self.gaps = GapGuard()  # stage 1's input
+        self.deltas_gaps = GapGuard()  # stage 2's
         self._probe: AIOKafkaConsumer | None = None  # asks the broker what a hole holds
         self._probe_lock = asyncio.Lock()
         self.deltas_read: dict[int, int] = {}
@@ -428,7 +429,8 @@ class KpiWorker:
             log.warning("%s[%d]: could not ask the broker about offset %d (%r)",
                         topic, partition, offset, exc)
             first = None
-        self.gaps.probed((topic, partition), offset, first)
+        guard = self.deltas_gaps if topic == self.deltas_name else self.gaps
+        guard.probed((topic, partition), offset, first)
         self.holes.labels("bridged" if first is not None and first > offset
                           else "reread").inc()
         if first is not None and first > offset:
@@ -468,8 +470,10 @@ class KpiWorker:
         """Probe again the holes that their rewind did not fill (streams/gaps.py)."""
         if self.app.rebalancing or self._stopping():
             return
-        for (topic, partition), offset in self.gaps.overdue(time.monotonic()).items():
-            await self._probe_hole(topic, partition, offset, None)
+        now = time.monotonic()
+        for guard in (self.gaps, self.deltas_gaps):
+            for (topic, partition), offset in guard.overdue(now).items():
+                await self._probe_hole(topic, partition, offset, None)
 
     async def _close_probe(self, *_: Any, **__: Any) -> None:
         if self._probe is not None:
@@ -725,6 +729,7 @@ class KpiWorker:
             self.next_offset.pop((tp.topic, tp.partition), None)
             self.gaps.forget((tp.topic, tp.partition))
             if tp.topic == self.deltas_name:
+                self.deltas_gaps.forget((tp.topic, tp.partition))
                 self.deltas_read.pop(tp.partition, None)
             if tp.topic in inputs and self.partitions.pop(tp.partition, None) is not None:
                 del self.activity[tp.partition]
@@ -746,7 +751,7 @@ class KpiWorker:
                 # (exactly_once: Faust's transaction markers would make every commit a
                 # hole to probe, and its transactions fence what at_least_once cannot.)
                 read = self._deltas_read(here)
-                if self._direct and self.gaps.check(
+                if self._direct and self.deltas_gaps.check(
                     (self.deltas_name, here), None if read is None else read + 1,
                     msg.offset, now,
                 ) is Verdict.SKIP:
@@ -759,7 +764,7 @@ class KpiWorker:
                 self._put(self.counters, here, b"read|%d" % here,
                           b"%d" % self.deltas_read[here])
             await self._send_staged()
-            for (topic, partition), offset in self.gaps.take_due().items():
+            for (topic, partition), offset in self.deltas_gaps.take_due().items():
                 await self._probe_hole(topic, partition, offset, None)
 
     def _deltas_read(self, here: int) -> int | None:
