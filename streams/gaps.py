@@ -1,9 +1,10 @@
-"""Input offsets that never reached stage 1, and the rewinds that read them again.
+"""Offsets that never reached an agent, and the rewinds that read them again.
 
 Faust's consumer can drop a message it fetched (a fetch cut short around a rebalance)
 and then commit past it: the rebalance test lost one or two events that way in some
 runs. So a worker applies each partition strictly in offset order from the offset it
-last applied (journaled): a message past a hole is skipped, and the worker asks the
+last applied (journaled by stage 1, kept in the `counters` table by stage 2): a
+message past a hole is held back, and the worker asks the
 broker what the hole holds. If it holds records, the worker seeks back and reads
 them again; if not (transaction markers, aborted transactions, retention), the hole
 is *bridged*: the first offset after it is applied next.
