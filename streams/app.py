@@ -430,10 +430,10 @@ class KpiWorker:
                         topic, partition, offset, exc)
             first = None
         guard = self.deltas_gaps if topic == self.deltas_name else self.gaps
-        guard.probed((topic, partition), offset, first)
-        self.holes.labels("bridged" if first is not None and first > offset
-                          else "reread").inc()
-        if first is not None and first > offset:
+        bridged = guard.probed((topic, partition), offset, first)
+        self.holes.labels("bridged" if bridged else "reread").inc()
+        if bridged:
+            assert first is not None
             log.debug("%s[%d]: offsets %d to %d hold no records (transaction markers or "
                       "retention)", topic, partition, offset, first - 1)
             if first == next_held:

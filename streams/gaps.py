@@ -76,13 +76,15 @@ class GapGuard:
                 due[key] = hole.expected
         return due
 
-    def probed(self, key: Key, expected: int, first: int | None) -> None:
-        """What the broker holds from `expected` on: the offset of its first record."""
+    def probed(self, key: Key, expected: int, first: int | None) -> bool:
+        """What the broker holds from `expected` on: the offset of its first record.
+        True: the hole holds no records (bridged); False: read it again."""
         if first is not None and first > expected:
             self._bridges[key] = (expected, first)  # nothing to read in between
             self.bridged += 1
-        else:
-            self.rewinds += 1
+            return True
+        self.rewinds += 1
+        return False
 
     def forget(self, key: Key) -> None:
         """The partition moved away: its holes are the next owner's to find."""
