@@ -21,6 +21,8 @@ from typing import Any
 import faust
 import orjson
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # streams.drain
+
 BATCH_SIZE = 1000
 BATCH_WAIT = 0.02
 
@@ -48,8 +50,18 @@ class Floor:
         self.args.result.write_bytes(orjson.dumps(result))
 
 
+class _KpimonDrainApp(faust.App):
+    """A Faust app whose consumer runs kpimon's message loop (streams/drain.py)."""
+
+    def _new_transport(self) -> Any:
+        from streams.drain import Transport
+
+        return Transport(self.conf.broker_consumer, self)
+
+
 def build(args: argparse.Namespace, floor: Floor) -> faust.App:
-    app = faust.App(
+    app_class = _KpimonDrainApp if args.drain == "kpimon" else faust.App
+    app = app_class(
         args.app_id,
         broker=f"kafka://{args.bootstrap}",
         store="memory://",
@@ -96,6 +108,9 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--expect", type=int, required=True)
     parser.add_argument("--result", type=Path, required=True)
+    parser.add_argument("--drain", choices=("faust", "kpimon"), default="faust",
+                        help="the consumer's message loop: Faust's own, or kpimon's "
+                             "(streams/drain.py)")
     args = parser.parse_args()
     floor = Floor(args)
     app = build(args, floor)

@@ -361,21 +361,25 @@ class Bench:
                                            self.expect)
 
     def faust(self) -> None:
-        work = BENCH_DIR / "work"
-        app_id = f"bench-faust-{os.getpid()}-{int(time.time())}"  # fresh group every run
-        result, data = work / "faust.json", work / f"{app_id}-data"
-        work.mkdir(parents=True, exist_ok=True)
-        argv = [str(PYTHON), str(HERE / "faust_floor.py"), "--bootstrap", self.broker.bootstrap,
-                "--topics", f"{self.topics.tickets},{self.topics.surveys}",
-                "--app-id", app_id, "--data-dir", str(data),
-                "--expect", str(self.expect), "--result", str(result)]
-        try:
-            out = run_external("faust", self.broker, argv, result, work / "faust.log",
-                               self.args.cap, self.expect, cwd=work)
-        finally:
-            shutil.rmtree(data, ignore_errors=True)
-        out.update(app_id=app_id, version=importlib.metadata.version("faust-streaming"))
-        self.results["faust"] = out
+        """The Faust floor twice: Faust's own message loop, then kpimon's (drain.py)."""
+        for drain, key in (("faust", "faust"), ("kpimon", "faust_drain")):
+            work = BENCH_DIR / "work"
+            app_id = f"bench-{key}-{os.getpid()}-{int(time.time())}"  # fresh group every run
+            result, data = work / f"{key}.json", work / f"{app_id}-data"
+            work.mkdir(parents=True, exist_ok=True)
+            topics = f"{self.topics.tickets},{self.topics.surveys}"
+            argv = [str(PYTHON), str(HERE / "faust_floor.py"), "--bootstrap",
+                    self.broker.bootstrap, "--topics", topics,
+                    "--app-id", app_id, "--data-dir", str(data), "--drain", drain,
+                    "--expect", str(self.expect), "--result", str(result)]
+            try:
+                out = run_external(key, self.broker, argv, result, work / f"{key}.log",
+                                   self.args.cap, self.expect, cwd=work)
+            finally:
+                shutil.rmtree(data, ignore_errors=True)
+            out.update(app_id=app_id, drain=drain,
+                       version=importlib.metadata.version("faust-streaming"))
+            self.results[key] = out
 
     def quix(self) -> None:
         ensure_quix()
@@ -741,7 +745,8 @@ def _others(r: dict[str, Any]) -> str:
 
 def _noisy(results: dict[str, Any]) -> list[str]:
     runs: list[tuple[str, dict[str, Any]]] = [
-        (k, results[k]) for k in ("raw", "faust", "quix", "kpimon", "latency", "profile")
+        (k, results[k])
+        for k in ("raw", "faust", "faust_drain", "quix", "kpimon", "latency", "profile")
         if k in results
     ]
     runs += [(f"scale x{n}", r) for n, r in results.get("scale", {}).items()
@@ -770,6 +775,7 @@ def summary(results: dict[str, Any]) -> str:
           f"malformed {ds.get('kind_bad', 0):,}, unknown types {ds.get('kind_ignored', 0):,})\n")
     rows = []
     names = (("raw", "raw aiokafka + orjson"), ("faust", "Faust no-op agent (take_events)"),
+             ("faust_drain", "  same, kpimon's drain loop"),
              ("quix", f"Quix Streams {QUIX_VERSION}"), ("kpimon", "kpimon, 1 worker"))
     for key, name in names:
         if key in results:
