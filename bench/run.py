@@ -519,15 +519,10 @@ class Bench:
         app_id = f"bench-mem-{store}{suffix}"
         state = BENCH_DIR / "work" / app_id
         shutil.rmtree(state, ignore_errors=True)
-        url = f"{store.split('-')[0]}://"
+        url = f"{store}://"
         extra = {"KPIMON_WORKER__STORE": url}
-        # rocksdb-patched: the worker with bench/rocksdb_worker.py's run-time workaround
-        prefix = ([str(PYTHON), str(HERE / "rocksdb_worker.py")]
-                  if store.endswith("-patched") else None)
-        proc, port = start_kpimon(self.broker, topics, app_id, state, self.partitions, extra,
-                                  prefix)
-        result: dict[str, Any] = {"store": url, "patched": prefix is not None,
-                                  "log": str(proc.log_path)}
+        proc, port = start_kpimon(self.broker, topics, app_id, state, self.partitions, extra)
+        result: dict[str, Any] = {"store": url, "log": str(proc.log_path)}
         try:
             wait_ready(proc, port)
             time.sleep(args.settle)
@@ -944,9 +939,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "worker 0.1-0.2 s of CPU)")
     p.add_argument("--open-tickets", type=int, default=1_000_000,
                    help="open tickets for the memory scenario (1,000,000)")
-    p.add_argument("--stores", default="memory,rocksdb,rocksdb-patched",
-                   help="stores to measure (memory,rocksdb,rocksdb-patched: RocksDB with "
-                   "bench/rocksdb_worker.py's run-time workaround)")
+    p.add_argument("--stores", default="memory,rocksdb",
+                   help="stores to measure (memory,rocksdb)")
     p.add_argument("--memory-cap", type=float, default=120.0,
                    help="seconds of ingest per store before measuring anyway (120; 0: no cap)")
     p.add_argument("--memory-watch", type=float, default=40.0,

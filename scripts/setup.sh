@@ -57,10 +57,11 @@ if [ ! -x .venv/bin/python ]; then
   say "creating the virtualenv in .venv"
   "$py" -m venv .venv
 fi
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -nt "$stamp" ]; then
   say "installing kpimon and its dependencies into .venv (first run takes a minute)"
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e '.[dev]'
+  # rocksdb: the on-disk table store (rocksdict), which the suite tests too.
+  .venv/bin/python -m pip install --quiet -e '.[dev,rocksdb]'
   touch "$stamp"
 fi
 

@@ -39,7 +39,7 @@ from streams.contributions import bucket
 from streams.gaps import GapGuard, Verdict
 from streams.outbox import Outbox, Writer
 from streams.stall import StallWatch
-from streams.store import InputPartition, changelog_writer
+from streams.store import InputPartition, changelog_writer, put_in_partition
 from streams.tickets import SURVEYS, TICKETS
 from streams.windows import MergedWindow, WindowState, newer, render, window_id
 
@@ -250,7 +250,7 @@ class KpiWorker:
         if value is None:
             table.data.pop(key, None)
         else:
-            table.data[key] = value
+            put_in_partition(table.data, partition, key, value)
         self._writers[id(table)](partition, key, value)
 
     async def _send_staged(self) -> None:

@@ -38,11 +38,29 @@ def changelog_writer(table: Any) -> Writer:
     return write
 
 
+def put_in_partition(data: Any, partition: int, key: bytes, value: bytes) -> None:
+    """`data[key] = value`, kept in `partition`'s part of the table's store.
+
+    Faust's RocksDB store keeps one database per partition and takes a write's
+    partition from the *current event* (it asserts there is one), so a write from a
+    timer fails there. This names the partition instead, through the store's
+    per-partition database and key index (faust-streaming 0.15's RocksDB `Store`;
+    values are raw bytes, as every kpimon table's are). The memory store is one mapping.
+    """
+    db_for_partition = getattr(data, "_db_for_partition", None)
+    if db_for_partition is None:
+        data[key] = value
+    else:
+        db_for_partition(partition).put(key, value)
+        data._key_index[key] = partition
+
+
 class TableTicketStore:
     """`TicketStore` over a Faust table, for the tickets of one input partition.
 
-    Writes name their changelog partition explicitly instead of taking it from the
-    current event, so the idle-watermark timer can settle tickets outside any event;
+    Writes name their partition explicitly (changelog and store) instead of taking it
+    from the current event, so the idle-watermark timer can settle tickets outside any
+    event, with the memory and the RocksDB store alike;
     a ticket's state always lives in its own partition's changelog either way. The
     memory store does not say which partition a key belongs to, so each value starts
     with its partition number, and recovery regroups tickets by it.
@@ -87,7 +105,7 @@ class TableTicketStore:
         if value is None:
             self.table.data.pop(key, None)
         else:
-            self.table.data[key] = value
+            put_in_partition(self.table.data, self.partition, key, value)
             self.staged_bytes += len(value)
         self._staged[key] = value
 
@@ -120,7 +138,7 @@ class TableTicketStore:
         if value is None:
             self.table.data.pop(key, None)
         else:
-            self.table.data[key] = value
+            put_in_partition(self.table.data, self.partition, key, value)
         self._send(self.partition, key, value)
 
 

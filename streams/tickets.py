@@ -65,6 +65,8 @@ class Step:
     oldest: dict[tuple[str, str], float | None] = field(default_factory=dict)
 
     def add_live(self, old: dict[LiveKey, int], new: dict[LiveKey, int]) -> None:
+        if old == new:  # most events leave a ticket's live state as it was
+            return
         for key in old.keys() | new.keys():
             total = self.live.get(key, 0) + new.get(key, 0) - old.get(key, 0)
             if total:
