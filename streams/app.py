@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 # Partial sums are sent to stage 2 this often: changes in between are coalesced.
 FLUSH_INTERVAL = 0.1
-PRODUCER_LINGER = 0.005
+PRODUCER_LINGER = 0.02
 # The agents take their input in batches: one journal record and one changelog record
 # per changed key per batch, instead of per message. A batch waits at most BATCH_WAIT
 # for more input, so a quiet stream's latency grows by that much at most.
