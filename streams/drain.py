@@ -3,7 +3,7 @@
 faust-streaming hands every fetched message to the conductor through
 `Service.wait_first(callback(message), suspend_flow.wait())`: four tasks (the callback,
 the suspend event, the stopped and crashed events) and an `asyncio.wait` per message,
-about half of what a no-op Faust agent costs here (bench/README.md, "the Faust floor").
+about 40 % of what a no-op Faust agent costs here (bench/README.md, "the Faust floor").
 
 The conductor's callback only suspends when a subscriber's queue is full: otherwise it
 puts the event with `put_nowait` and returns in one step, and inside `wait_first` it
