@@ -13,7 +13,8 @@ is full (the agent is behind, the normal state while a backlog is read), it wait
 room by polling, and only if the flow is suspended meanwhile (a rebalance) does it fall
 back to Faust's own `wait_first`, where the callback can block and the rebalance must
 still be able to abandon it. Everything else (read offsets, gap tracking for acks,
-commit every N acks, yielding every 100 messages) is Faust's loop as in 0.15.x.
+commit every N acks, yielding every 100 messages) is Faust's loop as in 0.15.x: compare
+it with `Consumer._drain_messages` again when upgrading faust-streaming.
 """
 
 from __future__ import annotations
