@@ -435,8 +435,7 @@ class KpiWorker:
             log.warning("%s[%d]: could not ask the broker about offset %d (%r)",
                         topic, partition, offset, exc)
             first = None
-        guard = self.deltas_gaps if topic == self.deltas_name else self.gaps
-        bridged = guard.probed((topic, partition), offset, first)
+        bridged = self._gaps_of(topic).probed((topic, partition), offset, first)
         self.holes.labels("bridged" if bridged else "reread").inc()
         if bridged:
             assert first is not None
@@ -449,6 +448,10 @@ class KpiWorker:
                         "consumer); reading again from there", topic, partition, offset)
         await self.app.consumer.seek(tp, offset)
         return False
+
+    def _gaps_of(self, topic: str) -> GapGuard:
+        """The hole guard of the stage that reads `topic`."""
+        return self.deltas_gaps if topic == self.deltas_name else self.gaps
 
     async def _first_record(self, topic: str, partition: int, offset: int) -> int | None:
         """The offset of the broker's first record at or after `offset` (None: none
@@ -733,9 +736,8 @@ class KpiWorker:
         inputs = {self.settings.topics.tickets, self.settings.topics.surveys}
         for tp in revoked:
             self.next_offset.pop((tp.topic, tp.partition), None)
-            self.gaps.forget((tp.topic, tp.partition))
+            self._gaps_of(tp.topic).forget((tp.topic, tp.partition))
             if tp.topic == self.deltas_name:
-                self.deltas_gaps.forget((tp.topic, tp.partition))
                 self.deltas_read.pop(tp.partition, None)
             if tp.topic in inputs and self.partitions.pop(tp.partition, None) is not None:
                 del self.activity[tp.partition]

@@ -82,13 +82,14 @@ class Consumer(faust_aiokafka.Consumer):
                             if commit_every is not None and self._n_acked >= commit_every:
                                 self._n_acked = 0
                                 await self.commit()
-                            if queues_full(tp):
+                            full = queues_full(tp)
+                            if full:
                                 # The agent is behind. Wait for it to take a batch,
                                 # checking every ROOM_POLL, rather than per message.
-                                while (queues_full(tp) and not suspended()
-                                       and not consumer_should_stop()):
+                                while full and not suspended() and not consumer_should_stop():
                                     await sleep(ROOM_POLL)
-                            if queues_full(tp):  # suspended or stopping: Faust's way
+                                    full = queues_full(tp)
+                            if full:  # suspended or stopping: Faust's way
                                 await self.wait_first(callback(message), self.suspend_flow.wait())
                             else:
                                 await callback(message)
