@@ -56,6 +56,9 @@ BATCH_WAIT = 0.02
 # Holes bridged per batch before the rest waits for a rewind (a batch of transactional
 # input has one commit marker per transaction and partition).
 MAX_PROBE_ROUNDS = 100
+# A partition that applied nothing for this long while the broker holds more is read
+# again from its next offset (`_tail_progress`).
+TAIL_STALL = 10.0
 
 
 def stage2_partition(queue: str, channel: str, partitions: int) -> int:
@@ -110,7 +113,10 @@ class KpiWorker:
         self._probe: AIOKafkaConsumer | None = None  # asks the broker what a hole holds
         self._probe_lock = asyncio.Lock()
         self.deltas_read: dict[int, int] = {}
-        self.stalls: StallWatch[TP] = StallWatch()
+        self.stalls: StallWatch[TP] = StallWatch()  # table recovery
+        self.tails: StallWatch[TP] = StallWatch(TAIL_STALL)  # input read in order
+        # Partitions whose tail was probed and held no records: highwater then.
+        self._tails_settled: dict[TP, int] = {}
         self.registry.register(ConsumerLagCollector(self._consumer_lag))
         self.partitions: dict[int, InputPartition] = {}
         # partition -> (wall-clock of its last ticket event, watermark then)
@@ -476,13 +482,68 @@ class KpiWorker:
             return records[0].offset if records else None
 
     async def _retry_holes(self) -> None:
-        """Probe again the holes that their rewind did not fill (streams/gaps.py)."""
+        """Probe again the holes that their rewind did not fill (streams/gaps.py), and
+        the ends of partitions that stopped short of the broker's."""
         if self.app.rebalancing or self._stopping():
             return
         now = time.monotonic()
         for guard in (self.gaps, self.deltas_gaps):
             for (topic, partition), offset in guard.overdue(now).items():
                 await self._probe_hole(topic, partition, offset, None)
+        for tp, offset in self.tails.stalled(self._tail_progress(), now):
+            await self._reread_tail(tp, offset)
+
+    def _tail_progress(self) -> dict[TP, tuple[int, int]]:
+        """(last offset applied, last offset on the broker) of each partition read in
+        offset order, for `tails`; empty while not consuming.
+
+        A hole is noticed when a message after it arrives. Messages that Faust drops
+        with nothing after them (a rebalance clears the agents' queues after the
+        consumer already read past them: the two-worker test lost the last 500
+        messages of two partitions that way) leave a partition that stops short of
+        the broker's end and waits for input that never comes.
+        """
+        if not self.readiness()[0]:
+            return {}
+        inputs = {self.settings.topics.tickets, self.settings.topics.surveys}
+        progress: dict[TP, tuple[int, int]] = {}
+        for tp in self.app.consumer.assignment():
+            expected: int | None = None
+            if tp.topic in inputs:
+                part = self.partitions.get(tp.partition)
+                expected = None if part is None else part.expected(tp.topic)
+            elif tp.topic == self.deltas_name and self._direct:
+                read = self._deltas_read(tp.partition)
+                expected = None if read is None else read + 1
+            highwater = self.app.consumer.highwater(tp)
+            if (expected is None or highwater is None
+                    or self._gaps_of(tp.topic).is_open((tp.topic, tp.partition))
+                    or self._tails_settled.get(tp) == highwater):
+                continue
+            progress[tp] = (expected - 1, highwater - 1)
+        return progress
+
+    async def _reread_tail(self, tp: TP, offset: int) -> None:
+        """A partition stopped at `offset` short of its highwater: read it again from
+        there if the broker holds records from there on."""
+        if tp not in self.app.consumer.assignment():
+            return
+        highwater = self.app.consumer.highwater(tp)
+        try:
+            first = await self._first_record(tp.topic, tp.partition, offset)
+        except Exception as exc:
+            log.warning("%s[%d]: could not ask the broker about offset %d (%r)",
+                        tp.topic, tp.partition, offset, exc)
+            return
+        if first is None or highwater is None or first >= highwater:
+            # Transaction markers or aborted records only: nothing is missing.
+            self._tails_settled[tp] = highwater
+            return
+        log.warning("%s[%d]: offsets from %d on were fetched but never applied (dropped "
+                    "by the consumer); reading again from there", tp.topic, tp.partition,
+                    offset)
+        self.holes.labels("reread").inc()
+        await self.app.consumer.seek(tp, offset)
 
     async def _close_probe(self, *_: Any, **__: Any) -> None:
         if self._probe is not None:
@@ -736,6 +797,7 @@ class KpiWorker:
         inputs = {self.settings.topics.tickets, self.settings.topics.surveys}
         for tp in revoked:
             self.next_offset.pop((tp.topic, tp.partition), None)
+            self._tails_settled.pop(tp, None)
             self._gaps_of(tp.topic).forget((tp.topic, tp.partition))
             if tp.topic == self.deltas_name:
                 self.deltas_read.pop(tp.partition, None)

@@ -5,16 +5,18 @@ faust-streaming hands every fetched message to the conductor through
 the suspend event, the stopped and crashed events) and an `asyncio.wait` per message,
 about 40 % of what a no-op Faust agent costs here (bench/README.md, "the Faust floor").
 
-The conductor's callback only suspends when a subscriber's queue is full: otherwise it
-puts the event with `put_nowait` and returns in one step, and inside `wait_first` it
-would have finished in that same step too, suspended flow or not. So this loop awaits
-the callback directly while every queue of the message's partition has room. When one
-is full (the agent is behind, the normal state while a backlog is read), it waits for
-room by polling, and only if the flow is suspended meanwhile (a rebalance) does it fall
-back to Faust's own `wait_first`, where the callback can block and the rebalance must
-still be able to abandon it. Everything else (read offsets, gap tracking for acks,
-commit every N acks, yielding every 100 messages) is Faust's loop as in 0.15.x: compare
-it with `Consumer._drain_messages` again when upgrading faust-streaming.
+The conductor's callback waits only while flow control is suspended (a rebalance),
+the producer's buffer is over its limit, the conductor's index is being rebuilt, or a
+subscriber's queue is full. Otherwise it puts the event with `put_nowait` and returns
+in one step, and inside `wait_first` it would have finished in that same step too. So
+this loop awaits the callback directly when none of these holds. When a queue is full
+(the agent is behind, the normal state while a backlog is read), it waits for room by
+polling. In every other case it uses Faust's own `wait_first`, so that a rebalance
+abandons a waiting callback as in Faust: a callback awaited directly through a
+rebalance would deliver a message of the previous assignment into the new one.
+Everything else (read offsets, gap tracking for acks, commit every N acks, yielding
+every 100 messages) is Faust's loop as in 0.15.x: compare it with
+`Consumer._drain_messages` again when upgrading faust-streaming.
 """
 
 from __future__ import annotations
@@ -46,6 +48,18 @@ class Consumer(faust_aiokafka.Consumer):
 
         return full
 
+    def _callback_may_wait(self) -> Callable[[], bool]:
+        """A test: could the conductor's callback wait, other than for a full queue?"""
+        flow_active = self.app.flow_control.is_active
+        buffer = self.app.producer.buffer
+        index_lock = self.app.topics._tp_to_callback_lock  # type: ignore[attr-defined]
+
+        def may_wait() -> bool:
+            return (not flow_active() or index_lock.locked()
+                    or buffer.size > buffer.max_messages)
+
+        return may_wait
+
     async def _drain_messages(self, fetcher: ServiceT) -> None:  # pragma: no cover
         # Faust's loop (faust/transport/consumer.py), with the direct call added.
         callback = self.callback
@@ -59,6 +73,7 @@ class Consumer(faust_aiokafka.Consumer):
         commit_every = self._commit_every
         acks_enabled_for = self.app.topics.acks_enabled_for
         queues_full = self._queues_full()
+        may_wait = self._callback_may_wait()
         suspended = self.suspend_flow.is_set
         num_since_yield = 0
         sleep = asyncio.sleep
@@ -89,10 +104,10 @@ class Consumer(faust_aiokafka.Consumer):
                                 while full and not suspended() and not consumer_should_stop():
                                     await sleep(ROOM_POLL)
                                     full = queues_full(tp)
-                            if full:  # suspended or stopping: Faust's way
+                            if full or suspended() or may_wait():  # Faust's way
                                 await self.wait_first(callback(message), self.suspend_flow.wait())
                             else:
-                                await callback(message)
+                                await callback(message)  # returns in one step
                             set_read_offset(tp, offset)
                         else:
                             self.log.dev("DROPPED MESSAGE ROFF %r", offset)

@@ -62,6 +62,10 @@ class GapGuard:
             self._due[key] = expected
         return Verdict.SKIP
 
+    def is_open(self, key: Key) -> bool:
+        """Is a hole in this partition waiting to be read again or bridged?"""
+        return key in self._holes
+
     def take_due(self) -> dict[Key, int]:
         """The holes to probe now: (topic, partition) -> the first missing offset."""
         due, self._due = self._due, {}

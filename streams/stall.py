@@ -1,4 +1,7 @@
-"""Changelog partitions whose table recovery stopped moving.
+"""Partitions whose reading stopped moving short of their highwater.
+
+Used for table recovery (below) and for input partitions whose last messages Faust
+dropped (`KpiWorker._tail_progress`).
 
 Faust's recovery reads each changelog partition up to the highwater it saw at the
 start. Its consumer can drop records it fetched (the same cut-short fetch as in

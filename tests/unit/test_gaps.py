@@ -19,13 +19,13 @@ def test_a_dropped_message_is_read_again_before_anything_after_it() -> None:
     guard = GapGuard(retry_after=2.0)
     # 1616 was dropped by the consumer: 1617..1620 arrive after 1615.
     assert [guard.check(K, 1616, o, now=10.0) for o in (1617, 1618)] == [Verdict.SKIP] * 2
-    assert guard.take_due() == {K: 1616}
+    assert guard.take_due() == {K: 1616} and guard.is_open(K)
     guard.probed(K, 1616, first=1616)  # the broker has it: the worker seeks back
     assert guard.check(K, 1616, 1619, now=10.5) is Verdict.SKIP  # fetched before the seek
     assert guard.take_due() == {}
     assert guard.check(K, 1616, 1616, now=10.6) is Verdict.APPLY
     assert guard.check(K, 1617, 1617, now=10.6) is Verdict.APPLY
-    assert (guard.rewinds, guard.bridged) == (1, 0)
+    assert (guard.rewinds, guard.bridged) == (1, 0) and not guard.is_open(K)
 
 
 def test_a_hole_without_records_is_bridged_after_one_probe() -> None:
