@@ -7,9 +7,18 @@ jitter). One simulated peak hour is compressed into the load's duration; that ch
 durations inside a ticket, not the kinds of work per message.
 
 Probe markers ride along: `ticket.created` events of dedicated queues `bench-probe-<j>`
-(channel phone), `markers` per second in total, each with `occurred_at` = its send
-time. All markers of probe j go to input partition j % partitions, so they are applied
-in send order, and the k-th marker of probe j in bucket b is visible exactly when
+(channel phone), each with `occurred_at` = its send time. Two kinds:
+
+  - busy probes (j < PROBES) share `markers` per second, so each of their windows
+    changes several times a second and the SPEC's debounce (one record per key per
+    second) holds most changes back for up to a second;
+  - quiet probes (PROBES <= j < PROBES + QUIET_PROBES) share `quiet_markers` per second,
+    each getting one every few seconds: a change of a window that was quiet, as most
+    (queue, channel) pairs of a real centre are between their events; what the
+    debounce costs them is the emission timer's tick.
+
+All markers of probe j go to input partition j % partitions, so they are applied in
+send order, and the k-th marker of probe j in bucket b is visible exactly when
 
   - a `support.kpis` record `bench-probe-j|phone|b` has `tickets_created` >= k, and
   - `support_rolling_tickets_created{queue="bench-probe-j",window="24h"}` on /metrics
@@ -42,6 +51,7 @@ from kpimon.sim.config import format_ms
 from models.timestamps import parse_rfc3339
 
 PROBES = 4
+QUIET_PROBES = 12
 PROBE_PREFIX = "bench-probe-"
 _METRIC = re.compile(r'^support_rolling_tickets_created\{([^}]*)\} (\S+)$', re.MULTILINE)
 _PROBE = re.compile(rf'queue="{PROBE_PREFIX}(\d+)"')
@@ -187,15 +197,23 @@ def summarize(obs: Observer, produced: dict[str, Any], warmup: float,
     t0 = produced["t0"]
     measured = [m for m in produced["markers"] if m[4] >= t0 + warmup]
 
-    def stats(seen_at: Any) -> dict[str, Any]:
+    def stats(seen_at: Any, quiet: bool | None = None) -> dict[str, Any]:
         lat = []
         for m in measured:
+            if quiet is not None and (m[0] >= PROBES) != quiet:
+                continue
             seen = seen_at(m)
             lat.append(math.inf if seen is None else seen - m[4])
         finite = [x for x in lat if math.isfinite(x)]
+        # p50 per 10 s of load: flat when the worker keeps up, rising when it falls behind
+        slices: dict[int, list[float]] = {}
+        for m, x in zip((m for m in measured if quiet is None or (m[0] >= PROBES) == quiet),
+                        lat, strict=True):
+            slices.setdefault(int((m[4] - t0) // 10), []).append(x)
         return {"markers": len(lat), "unseen": len(lat) - len(finite),
                 "p50": percentile(lat, 50), "p99": percentile(lat, 99),
-                "max_seen": max(finite) if finite else None}
+                "max_seen": max(finite) if finite else None,
+                "p50_per_10s": [round(percentile(v, 50), 3) for _, v in sorted(slices.items())]}
 
     return {
         "messages": produced["sent"],
@@ -204,7 +222,8 @@ def summarize(obs: Observer, produced: dict[str, Any], warmup: float,
         "producer_cpu_s": produced["cpu"],
         "markers_sent": len(produced["markers"]),
         "waited_after_load_s": waited,
-        "kpis": stats(obs.seen_kpis),
+        "kpis": stats(obs.seen_kpis, quiet=False),
+        "kpis_quiet": stats(obs.seen_kpis, quiet=True),
         "metrics": stats(obs.seen_metrics),
         "scrape_s_p50": percentile(obs.scrapes, 50),
         "scrape_s_max": max(obs.scrapes, default=float("nan")),

@@ -24,7 +24,7 @@ if __package__ in (None, ""):
 if os.environ.get("KPIMON_SRC"):  # bench/run.py --ref: that revision's simulator
     sys.path.insert(0, os.environ["KPIMON_SRC"])
 
-from bench.latency import PROBE_PREFIX, PROBES, load_records, prepare, retime
+from bench.latency import PROBE_PREFIX, PROBES, QUIET_PROBES, load_records, prepare, retime
 from kpimon.sim.config import format_ms
 
 
@@ -41,10 +41,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     end = t0 + args.seconds
     markers: list[list[Any]] = []
     per_bucket: dict[tuple[int, int], int] = {}
-    per_probe = [0] * PROBES
+    per_probe = [0] * (PROBES + QUIET_PROBES)
     behind: list[float] = []
     pending: list[asyncio.Future[Any]] = []
-    m = i = 0
+    m = q = i = 0
     await asyncio.sleep(max(0.0, t0 - time.time()))
     print(f"paced: load running for {args.seconds:.0f} s at {args.rate:,.0f}/s",
           file=sys.stderr, flush=True)
@@ -61,22 +61,26 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 if i % 500 == 0:
                     behind.append(at - (t0 + i / args.rate))
                 i += 1
-            while t0 + m / args.markers <= now and now < end:
-                probe = m % PROBES
+            while now < end and (t0 + m / args.markers <= now
+                                 or t0 + q / args.quiet_markers <= now):
+                if t0 + m / args.markers <= now:
+                    probe, m = m % PROBES, m + 1
+                else:
+                    probe, q = PROBES + q % QUIET_PROBES, q + 1
+                n_marker = m + q
                 at = time.time()
                 bucket = int(at // 60) * 60
                 per_bucket[(probe, bucket)] = k = per_bucket.get((probe, bucket), 0) + 1
                 per_probe[probe] += 1
-                ticket = f"P{int(t0)}-{m}"
+                ticket = f"P{int(t0)}-{n_marker}"
                 value = orjson.dumps({
-                    "schema_version": 1, "event_id": f"p{int(t0)}-{m}",
+                    "schema_version": 1, "event_id": f"p{int(t0)}-{n_marker}",
                     "type": "ticket.created", "occurred_at": format_ms(int(at * 1000)),
                     "ticket_id": ticket, "queue": f"{PROBE_PREFIX}{probe}", "channel": "phone",
                 })
                 pending.append(await producer.send(args.tickets, value, key=ticket.encode(),
                                                    partition=probe % args.partitions))
                 markers.append([probe, per_probe[probe], bucket, k, at])
-                m += 1
             if len(pending) > 5000:
                 await asyncio.gather(*pending)
                 pending.clear()
@@ -99,7 +103,10 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, required=True)
     parser.add_argument("--rate", type=float, required=True)
     parser.add_argument("--seconds", type=float, required=True)
-    parser.add_argument("--markers", type=float, required=True, help="per second")
+    parser.add_argument("--markers", type=float, required=True,
+                        help="busy probes' markers per second")
+    parser.add_argument("--quiet-markers", type=float, required=True,
+                        help="quiet probes' markers per second")
     parser.add_argument("--result", type=Path, required=True)
     args = parser.parse_args()
     args.result.write_bytes(orjson.dumps(asyncio.run(run(args))))

@@ -444,13 +444,15 @@ class Bench:
                                 args.scrape_interval)
             follower = observer.start()
             say(f"latency: paced producer: {args.latency_rate:,.0f} msg/s for "
-                f"{args.latency_seconds:.0f} s, {args.latency_markers:.0f} markers/s")
+                f"{args.latency_seconds:.0f} s, {args.latency_markers:.0f} busy and "
+                f"{args.latency_quiet_markers:.0f} quiet probe markers/s")
             producer = Proc(
                 [str(PYTHON), str(HERE / "paced_producer.py"), "--bootstrap",
                  self.broker.bootstrap, "--tickets", topics.tickets, "--surveys",
                  topics.surveys, "--partitions", str(self.partitions), "--rate",
                  str(args.latency_rate), "--seconds", str(args.latency_seconds), "--markers",
-                 str(args.latency_markers), "--result", str(result)],
+                 str(args.latency_markers), "--quiet-markers", str(args.latency_quiet_markers),
+                 "--result", str(result)],
                 {**os.environ, **common.SOURCE_ENV}, BENCH_DIR / "work" / "paced.log",
             )
             while producer.alive():
@@ -479,7 +481,9 @@ class Bench:
             out["machine"] = watch.report(out["worker_cpu_s"] + produced["cpu"],
                                           self.broker.cpu() - broker0)
             say(f"latency: support.kpis p50 {out['kpis']['p50']:.2f} s, p99 "
-                f"{out['kpis']['p99']:.2f} s; /metrics p50 {out['metrics']['p50']:.2f} s, "
+                f"{out['kpis']['p99']:.2f} s (busy windows), p50 "
+                f"{out['kpis_quiet']['p50']:.2f} s, p99 {out['kpis_quiet']['p99']:.2f} s "
+                f"(quiet windows); /metrics p50 {out['metrics']['p50']:.2f} s, "
                 f"p99 {out['metrics']['p99']:.2f} s")
         finally:
             if producer is not None:
@@ -832,12 +836,18 @@ def summary(results: dict[str, Any]) -> str:
         waited = lat.get("waited_after_load_s", 0.0)
         w(f"\nend-to-end latency, kpimon, paced load {lat['rate_achieved']:,.0f} msg/s "
           f"(target {lat['rate_target']:,.0f}) for {lat['seconds']:.0f} s, "
-          f"{lat['kpis']['markers']} probe markers after {lat['warmup_s']:.0f} s warm-up\n")
-        for key, name in (("kpis", "produce -> support.kpis record"),
-                          ("metrics", "produce -> /metrics value")):
+          f"{lat['metrics']['markers']} probe markers after {lat['warmup_s']:.0f} s warm-up\n")
+        for key, name in (("kpis", "-> support.kpis, busy window"),
+                          ("kpis_quiet", "-> support.kpis, quiet window"),
+                          ("metrics", "-> /metrics value")):
+            if key not in lat:
+                continue  # results.json of a bench without quiet probes
             s = lat[key]
             w(f"  {name:<32} p50 {_lat(s['p50'], waited):<22} p99 {_lat(s['p99'], waited):<22}"
               f" unseen {s['unseen']}/{s['markers']}\n")
+            if "p50_per_10s" in s:
+                w(f"  {'':<32} p50 per 10 s of load: "
+                  f"{' '.join(f'{x:.2f}' for x in s['p50_per_10s'])}\n")
         if lat.get("agent_crash"):
             w(f"  NOTE: an agent of the worker crashed: {lat['agent_crash'][:200]}\n")
         w(f"  /metrics scrape took p50 {lat['scrape_s_p50']:.3f} s, max "
@@ -886,11 +896,15 @@ def summary(results: dict[str, Any]) -> str:
          "-" if not (k_rate and quix) else f"{k_rate:,.0f} vs {quix:,.0f} msg/s"),
     ]
     if lat:
-        p99 = lat["kpis"]["p99"]
+        # Both kinds of window are targets: a busy one shows what the SPEC's debounce
+        # (one record per key per second) costs on top of the pipeline.
         waited = lat.get("waited_after_load_s", 0.0)
-        checks.append((f"e2e p99 < {TARGETS['latency_p99']:.0f} s at "
-                       f"{lat['rate_target']:,.0f} msg/s (support.kpis)",
-                       p99 < TARGETS["latency_p99"], _lat(p99, waited)))
+        for key, kind in (("kpis", "busy"), ("kpis_quiet", "quiet")):
+            if key in lat:
+                p99 = lat[key]["p99"]
+                checks.append((f"e2e p99 < {TARGETS['latency_p99']:.0f} s at "
+                               f"{lat['rate_target']:,.0f} msg/s (support.kpis, {kind} window)",
+                               p99 < TARGETS["latency_p99"], _lat(p99, waited)))
     else:
         checks.append(("e2e p99 < 1 s at 5,000 msg/s", None, "-"))
     bpt = (mem or {}).get("memory", {}).get("bytes_per_ticket")
@@ -929,7 +943,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--latency-rate", type=float, default=5000.0, help="messages/s (5000)")
     p.add_argument("--latency-seconds", type=float, default=60.0, help="load duration (60)")
     p.add_argument("--latency-markers", type=float, default=10.0,
-                   help="probe markers per second (10)")
+                   help="busy probes' markers per second, over 4 probes (10)")
+    p.add_argument("--latency-quiet-markers", type=float, default=4.0,
+                   help="quiet probes' markers per second, over 12 probes: one per probe "
+                   "every 3 s (4)")
     p.add_argument("--latency-warmup", type=float, default=5.0,
                    help="markers of the first seconds are not counted (5)")
     p.add_argument("--latency-drain", type=float, default=60.0,

@@ -137,6 +137,8 @@ class RulesConfig(_Section):
 
 
 class WindowsConfig(_Section):
+    # A changed window is published at most once per this many seconds (SPEC 4's
+    # debounce); one that was quiet for longer goes out at the next 50 ms tick.
     emit_interval: float = Field(default=1.0, gt=0, le=60)
 
 

@@ -112,6 +112,7 @@ def test_six_hours_of_traffic_end_to_end_equal_batch(
     # Last record per key on the compacted KPI topic = the truth readers keep.
     latest: dict[bytes, dict[str, Any]] = {}
     last_bytes: dict[bytes, bytes] = {}
+    gaps: list[float] = []  # between a key's consecutive records (SPEC 4: >= 1 s)
     for key, value in read_topic(kafka.bootstrap, topics.kpis):
         assert key is not None and value is not None
         record = orjson.loads(value)
@@ -121,6 +122,8 @@ def test_six_hours_of_traffic_end_to_end_equal_batch(
             assert record["revision"] > previous or value == last_bytes[key], (
                 f"revision of {key!r} went {previous} -> {record['revision']} with new values"
             )
+            gaps.append(parse_rfc3339(record["updated_at"])
+                        - parse_rfc3339(latest[key]["updated_at"]))
         last_bytes[key] = value
         latest[key] = record
     streamed = {
@@ -129,6 +132,9 @@ def test_six_hours_of_traffic_end_to_end_equal_batch(
     }
     for key, r in latest.items():
         assert key.decode() == f"{r['queue']}|{r['channel']}|{r['window_start']}"
+    # Debounced: at most one record per key per second (updated_at is rounded to 1 ms).
+    assert len(gaps) > 100, len(gaps)
+    assert min(gaps) >= 0.999, sorted(gaps)[:10]
 
     lags = {dict(lb)["topic"] + dict(lb)["partition"]: v for (name, lb), v in metrics.items()
             if name == "support_consumer_lag_messages"}
