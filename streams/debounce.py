@@ -11,6 +11,7 @@ values. Free of any Faust import.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Hashable
 from typing import Generic, TypeVar
 
@@ -22,33 +23,42 @@ class Debounce(Generic[K]):
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
-        self.pending: set[K] = set()
-        # Insertion order is publication order (a key is re-inserted when published), so
-        # the keys whose interval has passed are always at the front.
+        self._ready: set[K] = set()  # changed, free to go out
+        self._held: set[K] = set()  # changed, published less than an interval ago
         self._published: dict[K, float] = {}
+        # (time, key) in publication order: the keys whose interval is over are at the
+        # front, so each tick touches only those, not every changed key.
+        self._order: deque[tuple[float, K]] = deque()
 
     def changed(self, key: K) -> None:
-        self.pending.add(key)
+        if key in self._published:
+            self._held.add(key)
+        else:
+            self._ready.add(key)
 
     def discard(self, key: K) -> None:
-        self.pending.discard(key)
+        self._ready.discard(key)
+        self._held.discard(key)
 
     def due(self, now: float) -> list[K]:
         """Take the changed keys that may be published at `now` and note them as
         published; the others stay pending until their interval has passed."""
         since = now - self.interval
-        published = self._published
-        while published:
-            key = next(iter(published))
-            if published[key] > since:
-                break
-            del published[key]  # its interval is over: it may go out at once
-        due = [key for key in self.pending if key not in published]
+        order, published, held = self._order, self._published, self._held
+        while order and order[0][0] <= since:
+            at, key = order.popleft()
+            if published.get(key) == at:  # not published again since
+                del published[key]
+                if key in held:
+                    held.remove(key)
+                    self._ready.add(key)
+        due = list(self._ready)
+        self._ready.clear()
         for key in due:
             published[key] = now
-        self.pending.difference_update(due)
+            order.append((now, key))
         return due
 
     def held(self) -> int:
         """Changed keys waiting for their interval to pass."""
-        return len(self.pending)
+        return len(self._held)

@@ -60,6 +60,7 @@ def test_publication_times_are_forgotten_once_their_interval_is_over() -> None:
     # Only the key published last is still remembered: memory follows the keys that
     # changed within one interval, not every key ever seen.
     assert len(d._published) == 1
+    assert len(d._order) == 1
 
 
 @settings(max_examples=300, deadline=None)
