@@ -199,17 +199,15 @@ def summarize(obs: Observer, produced: dict[str, Any], warmup: float,
 
     def stats(seen_at: Any, quiet: bool | None = None) -> dict[str, Any]:
         lat = []
+        # p50 per 10 s of load: flat when the worker keeps up, rising when it falls behind
+        slices: dict[int, list[float]] = {}
         for m in measured:
             if quiet is not None and (m[0] >= PROBES) != quiet:
                 continue
             seen = seen_at(m)
             lat.append(math.inf if seen is None else seen - m[4])
+            slices.setdefault(int((m[4] - t0) // 10), []).append(lat[-1])
         finite = [x for x in lat if math.isfinite(x)]
-        # p50 per 10 s of load: flat when the worker keeps up, rising when it falls behind
-        slices: dict[int, list[float]] = {}
-        for m, x in zip((m for m in measured if quiet is None or (m[0] >= PROBES) == quiet),
-                        lat, strict=True):
-            slices.setdefault(int((m[4] - t0) // 10), []).append(x)
         return {"markers": len(lat), "unseen": len(lat) - len(finite),
                 "p50": percentile(lat, 50), "p99": percentile(lat, 99),
                 "max_seen": max(finite) if finite else None,

@@ -13,6 +13,7 @@ import contextlib
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     behind: list[float] = []
     pending: list[asyncio.Future[Any]] = []
     m = q = i = 0
+
+    def due(per_second: float) -> Callable[[int, float], bool]:
+        # the n-th marker of a kind is due at t0 + n / rate; a rate of 0 sends none
+        if per_second <= 0:
+            return lambda n, now: False
+        return lambda n, now: t0 + n / per_second <= now
+
+    busy_due, quiet_due = due(args.markers), due(args.quiet_markers)
     await asyncio.sleep(max(0.0, t0 - time.time()))
     print(f"paced: load running for {args.seconds:.0f} s at {args.rate:,.0f}/s",
           file=sys.stderr, flush=True)
@@ -61,9 +70,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 if i % 500 == 0:
                     behind.append(at - (t0 + i / args.rate))
                 i += 1
-            while now < end and (t0 + m / args.markers <= now
-                                 or t0 + q / args.quiet_markers <= now):
-                if t0 + m / args.markers <= now:
+            while now < end and (busy_due(m, now) or quiet_due(q, now)):
+                if busy_due(m, now):
                     probe, m = m % PROBES, m + 1
                 else:
                     probe, q = PROBES + q % QUIET_PROBES, q + 1

@@ -840,8 +840,8 @@ def summary(results: dict[str, Any]) -> str:
         for key, name in (("kpis", "-> support.kpis, busy window"),
                           ("kpis_quiet", "-> support.kpis, quiet window"),
                           ("metrics", "-> /metrics value")):
-            if key not in lat:
-                continue  # results.json of a bench without quiet probes
+            if not lat.get(key, {}).get("markers"):
+                continue  # no probes of that kind (an older results.json, or 0 markers/s)
             s = lat[key]
             w(f"  {name:<32} p50 {_lat(s['p50'], waited):<22} p99 {_lat(s['p99'], waited):<22}"
               f" unseen {s['unseen']}/{s['markers']}\n")
@@ -900,7 +900,7 @@ def summary(results: dict[str, Any]) -> str:
         # (one record per key per second) costs on top of the pipeline.
         waited = lat.get("waited_after_load_s", 0.0)
         for key, kind in (("kpis", "busy"), ("kpis_quiet", "quiet")):
-            if key in lat:
+            if lat.get(key, {}).get("markers"):
                 p99 = lat[key]["p99"]
                 checks.append((f"e2e p99 < {TARGETS['latency_p99']:.0f} s at "
                                f"{lat['rate_target']:,.0f} msg/s (support.kpis, {kind} window)",
