@@ -15,21 +15,22 @@ OUTCOMES = ("processed", "duplicate", "ignored", "orphaned", "dead_letter")
 
 
 Counts = Iterable[tuple[str, str, int]]
+TopicCounts = Iterable[tuple[str, int]]
 
 
 class PipelineMetrics:
     """The SPEC section 6 pipeline series of one worker.
 
-    Outcome and dead-letter counts come from `counts()`: the persisted, exactly-once
-    counters of the input partitions whose stage-2 partition this worker owns, so they
-    survive restarts and sum across workers.
+    Outcome, dead-letter and mis-routed counts come from `counts()`: the persisted,
+    exactly-once counters of the input partitions whose stage-2 partition this worker
+    owns, so they survive restarts and sum across workers.
     """
 
     def __init__(
         self,
         registry: CollectorRegistry,
         input_topics: Iterable[str],
-        counts: Callable[[], tuple[Counts, Counts]],
+        counts: Callable[[], tuple[Counts, Counts, TopicCounts]],
     ) -> None:
         self.input_topics = tuple(input_topics)
         self.counts = counts
@@ -66,7 +67,17 @@ class _OutcomeCollector(Collector):
         outcome_totals = {(t, o): 0 for t in self.pipeline.input_topics for o in OUTCOMES}
         reason_totals = {(t, r): 0 for t in self.pipeline.input_topics
                          for r in DEAD_LETTER_REASONS}
-        outcomes, reasons = self.pipeline.counts()
+        misrouted = CounterMetricFamily(
+            "support_input_misrouted",
+            "Input messages that arrived on another partition than Kafka's default "
+            "partitioner (murmur2 of the key) gives: a producer uses another partitioner. "
+            "They are routed to their ticket's partition and counted right.",
+            labels=["topic"],
+        )
+        misrouted_totals = dict.fromkeys(self.pipeline.input_topics, 0)
+        outcomes, reasons, wrong = self.pipeline.counts()
+        for topic, n in wrong:
+            misrouted_totals[topic] = misrouted_totals.get(topic, 0) + n
         for topic, outcome, n in outcomes:
             outcome_totals[(topic, outcome)] = outcome_totals.get((topic, outcome), 0) + n
         for topic, reason, n in reasons:
@@ -75,8 +86,11 @@ class _OutcomeCollector(Collector):
             events.add_metric([topic, outcome], n)
         for (topic, reason), n in sorted(reason_totals.items()):
             dead.add_metric([topic, reason], n)
+        for topic, n in sorted(misrouted_totals.items()):
+            misrouted.add_metric([topic], n)
         yield events
         yield dead
+        yield misrouted
 
 
 class _WatermarkCollector(Collector):

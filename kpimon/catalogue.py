@@ -292,6 +292,8 @@ class Pipeline(_Strict):
     workers_absent: PipelineCheck
     consumer_lag: PipelineCheck
     dead_letters: PipelineCheck
+    # Optional, so that catalogues written before it still load (no alert then).
+    misrouted_input: PipelineCheck | None = None
 
     @model_validator(mode="after")
     def _check_kinds(self) -> Pipeline:
@@ -304,11 +306,14 @@ class Pipeline(_Strict):
         for name in ("no_events", "watermark_stalled", "consumer_lag", "dead_letters"):
             if getattr(self, name).range is None:
                 raise ValueError(f"{name}: needs range (the PromQL range it looks back)")
+        misrouted = self.misrouted_input
+        if misrouted is not None and (misrouted.severity is None or misrouted.range is None):
+            raise ValueError("misrouted_input: needs severity and range")
         return self
 
     def checks(self) -> dict[str, PipelineCheck]:
         return {name: getattr(self, name) for name in type(self).model_fields
-                if name != "job"}
+                if name != "job" and getattr(self, name) is not None}
 
     @property
     def stall_alerts(self) -> tuple[str, ...]:

@@ -316,6 +316,14 @@ def _pipeline_alerts(catalogue: Catalogue, scale: float) -> list[Rule]:
             "{{ $labels.topic }} are dead-lettered (above the "
             f"{severity} threshold {format_value('ratio', threshold)})",
             dead.description, dead.runbook))
+    wrong = p.misrouted_input
+    if wrong is not None:
+        rules.append(simple(
+            wrong,
+            f"sum by (topic) (increase(support_input_misrouted_total[{rng(wrong)}])) > 0",
+            "{{ $value | humanize }} messages on topic {{ $labels.topic }} arrived on "
+            "another partition than Kafka's default partitioner gives their key "
+            f"(in the last {wrong.range})"))
     return rules
 
 

@@ -40,6 +40,8 @@ from streams.contributions import bucket
 from streams.debounce import Debounce
 from streams.gaps import GapGuard, Verdict
 from streams.outbox import Outbox, Writer
+from streams.reroute import PROGRESS_INTERVAL, Rerouter
+from streams.routing import Envelope
 from streams.stall import StallWatch
 from streams.store import InputPartition, changelog_writer, put_in_partition
 from streams.tickets import SURVEYS, TICKETS
@@ -70,6 +72,8 @@ def stage2_partition(queue: str, channel: str, partitions: int) -> int:
     """The deltas partition that owns a (queue, channel): Kafka's default murmur2 rule,
     computed here so that sending and ownership checks can never disagree."""
     return int(murmur2(f"{queue}|{channel}".encode()) & 0x7FFFFFFF) % partitions
+
+
 # aiohttp refuses a charset inside content_type; the text format is UTF-8 anyway.
 _PROMETHEUS_TEXT = "text/plain; version=0.0.4"
 
@@ -111,6 +115,12 @@ class KpiWorker:
         self.metrics = PipelineMetrics(
             self.registry, (topics.tickets, topics.surveys), self._owned_counts
         )
+        n = settings.kafka.partitions
+        # Input a producer sent to another partition than its ticket's goes home
+        # through this topic (streams/routing.py); stage 1 reads it with the inputs.
+        self.reroute_name = f"{settings.worker.app_id}-reroute"
+        self.input_names = {topics.tickets, topics.surveys, self.reroute_name}
+        self._kinds: dict[str, TopicKind] = {topics.tickets: "tickets", topics.surveys: "surveys"}
         # (topic, partition) -> offset of the next input message to read
         self.next_offset: dict[tuple[str, int], int] = {}
         self.gaps = GapGuard()  # stage 1's input
@@ -181,8 +191,12 @@ class KpiWorker:
             key_serializer="raw",
             value_serializer="raw",
         )
-        n = settings.kafka.partitions
-        self.inputs = self._raw_topic(topics.tickets, topics.surveys)
+        self.inputs = self._raw_topic(topics.tickets, topics.surveys, self.reroute_name)
+        self.rerouter = Rerouter(
+            self.reroute_name, self._raw_topic(self.reroute_name, partitions=n, internal=True),
+            self._kinds, topics.tickets, n,
+            lambda topic, partition: self.app.consumer.highwater(TP(topic, partition)),
+        )
         self.deltas_name = f"{conf.app_id}-deltas"
         self.deltas = self._raw_topic(self.deltas_name, partitions=n, internal=True)
         self.kpis = self._raw_topic(topics.kpis)
@@ -212,6 +226,7 @@ class KpiWorker:
         self.app.agent(self.deltas, name="aggregate")(self._aggregate)
         self.app.task(self._emit_loop)
         self.app.timer(1.0, name="heartbeat")(self._heartbeat)
+        self.app.timer(PROGRESS_INTERVAL, name="share_progress")(self._share_progress)
         self.app.timer(FLUSH_INTERVAL, name="flush")(self._flush)
         if conf.progress_interval > 0:
             self.app.timer(conf.progress_interval, name="progress")(self._progress)
@@ -285,6 +300,7 @@ class KpiWorker:
         )
 
     def _consumer_lag(self) -> Iterator[tuple[str, int, int]]:
+        # The producers' topics; the internal ones are the worker's own business.
         inputs = {self.settings.topics.tickets, self.settings.topics.surveys}
         try:
             assignment = self.app.consumer.assignment()
@@ -402,6 +418,7 @@ class KpiWorker:
             for event in events:
                 self._take(event.message, dead, held)
             self._journal()
+            await self.rerouter.send(self.partitions)
             await self._send_staged()
             # Each hole is probed: one without records (transaction markers) is bridged
             # and the messages held behind it are applied now; a real one is read again.
@@ -416,6 +433,7 @@ class KpiWorker:
                         for msg in behind:
                             self._take(msg, dead, held)
                 self._journal()
+                await self.rerouter.send(self.partitions)
                 await self._send_staged()
             for key, value in dead:
                 await self.deadletter.send(key=key, value=value)
@@ -511,7 +529,7 @@ class KpiWorker:
         """
         if not self.readiness()[0]:
             return {}
-        inputs = {self.settings.topics.tickets, self.settings.topics.surveys}
+        inputs = self.input_names
         progress: dict[TP, tuple[int, int]] = {}
         for tp in self.app.consumer.assignment():
             expected: int | None = None
@@ -568,7 +586,6 @@ class KpiWorker:
         """Apply one input message; its dead-letter record (key, value) goes to `dead`.
 
         False: not applied, it lies behind a hole in the partition's offsets."""
-        kind: TopicKind = "tickets" if topic == self.settings.topics.tickets else "surveys"
         self.next_offset[(topic, partition)] = offset + 1
         part = self._partition(partition)
         if part.already_applied(topic, offset):
@@ -577,19 +594,59 @@ class KpiWorker:
                                   time.monotonic())
         if verdict is Verdict.SKIP:
             return False
+        kind = self._kinds.get(topic)
+        if kind is None:
+            return self._take_forwarded(part, topic, partition, offset, key, value, dead)
         now = time.time()
         decoded = decode(
             kind, key, value, now=now, max_clock_skew=self.settings.rules.max_clock_skew
         )
+        if self.rerouter.misrouted(part, topic, partition, offset, key, value, decoded):
+            return True  # passed on to its ticket's partition
+        self._apply(part, kind, offset, decoded, now, dead, (topic, partition, key, value))
+        return True
+
+    def _apply(
+        self, part: InputPartition, kind: TopicKind, offset: int, decoded: Any, now: float,
+        dead: list[tuple[bytes | None, bytes]],
+        origin: tuple[str, int, bytes | None, bytes | None],
+        via: Envelope | None = None,
+    ) -> None:
+        """Apply a decoded message read at `offset` of its partition; `origin`: the
+        topic, partition, key and value it was produced with (for a dead letter).
+        `via`: it was forwarded there, and `offset` is the reroute topic's."""
+        topic, partition, key, value = origin
         if isinstance(decoded, DeadLetter):
-            dead.append(self._dead_letter(decoded, topic, partition, offset, key, value, now))
+            dead.append(self._dead_letter(decoded, topic, partition,
+                                          offset if via is None else via.offset, key, value,
+                                          now))
         before = part.watermark
-        part.apply(kind, offset, decoded)
+        if via is None:
+            part.apply(kind, offset, decoded)
+        elif not part.apply_forwarded(kind, self.reroute_name, offset, via, decoded):
+            return  # a copy of a forward applied before
         self.applied += 1
+        here = part.store.partition
         if kind == "tickets" and not isinstance(decoded, DeadLetter | Ignored):
-            self.activity[partition] = (now, part.watermark)
+            self.activity[here] = (now, part.watermark)
         if part.watermark != before:
-            self.metrics.watermark(partition, part.watermark)
+            self.metrics.watermark(here, part.watermark)
+
+    def _take_forwarded(
+        self, part: InputPartition, topic: str, partition: int, offset: int,
+        key: bytes | None, value: bytes | None, dead: list[tuple[bytes | None, bytes]],
+    ) -> bool:
+        """Apply a message that another partition forwarded here (streams/reroute.py),
+        as if read from its own topic, counted under that topic."""
+        forwarded = self.rerouter.received(part, offset, value)
+        if forwarded is None:
+            return True  # another partition's progress, heard
+        kind, envelope = forwarded
+        now = time.time()
+        decoded = decode(kind, key, envelope.value, now=now,
+                         max_clock_skew=self.settings.rules.max_clock_skew)
+        self._apply(part, kind, offset, decoded, now, dead,
+                    (envelope.topic, envelope.partition, key, envelope.value), envelope)
         return True
 
     def _partition(self, partition: int) -> InputPartition:
@@ -599,7 +656,7 @@ class KpiWorker:
         names = {TICKETS: self.settings.topics.tickets, SURVEYS: self.settings.topics.surveys}
         part = InputPartition.open(
             self.tickets, partition, self.rules, names, time.time_ns() // 1_000_000,
-            self._writers[id(self.tickets)],
+            self._writers[id(self.tickets)], self.settings.kafka.partitions,
         )
         self.partitions[partition] = part
         watermark = part.watermark
@@ -666,7 +723,8 @@ class KpiWorker:
                 )
             if part.counts_changed:
                 part.counts_changed = False
-                payload = {"p": partition, "v": version, "n": part.outcomes, "r": part.reasons}
+                payload = {"p": partition, "v": version, "n": part.outcomes, "r": part.reasons,
+                           "x": part.misrouted}
                 # The counters of input partition p live on stage-2 partition p.
                 await self.deltas.send(
                     key=b"outcomes|%d" % partition, value=orjson.dumps(payload),
@@ -690,6 +748,7 @@ class KpiWorker:
         self._adopt_assigned()
         self._reemit_gained()
         self._expire_buckets()
+        await self.rerouter.send(self.partitions)  # a recovered journal's, if no input came
         await self._send_staged()
         for partition, part in list(self.partitions.items()):
             watermark = part.processor.watermark
@@ -700,10 +759,25 @@ class KpiWorker:
             for target in range(self.settings.kafka.partitions):
                 await self.deltas.send(key=None, value=value, partition=target)
 
-    def _owned_counts(self) -> tuple[list[tuple[str, str, int]], list[tuple[str, str, int]]]:
+    async def _share_progress(self) -> None:
+        """Tell every input partition how far each of ours has read its own input:
+        held events wait until no partition can still forward their ticket.created."""
+        if self.app.rebalancing or self._stopping():
+            return
+        for partition, part in list(self.partitions.items()):
+            read = self.rerouter.read_progress(partition, part)
+            if read is not None:
+                part.heard(partition, read)  # its own input, as the others hear it
+        self._journal()
+        await self.rerouter.send(self.partitions, progress=True)
+        await self._send_staged()
+
+    def _owned_counts(self) -> tuple[list[tuple[str, str, int]], list[tuple[str, str, int]],
+                                     list[tuple[str, int]]]:
         owned = self.owned_stage2()
         outcomes: list[tuple[str, str, int]] = []
         reasons: list[tuple[str, str, int]] = []
+        misrouted: list[tuple[str, int]] = []
         for key, raw in list(self.counters.data.items()):
             if not key.startswith(b"outcomes|") or int(key.split(b"|")[1]) not in owned:
                 continue
@@ -714,7 +788,8 @@ class KpiWorker:
             for name, n in counts["r"].items():
                 topic, _, reason = name.rpartition("|")
                 reasons.append((topic, reason, n))
-        return outcomes, reasons
+            misrouted.extend(counts.get("x", {}).items())
+        return outcomes, reasons, misrouted
 
     def _dead_letter(
         self,
@@ -800,13 +875,15 @@ class KpiWorker:
         await self._send_staged()
         if not self._stopping():
             await self.app.producer.flush()
-        inputs = {self.settings.topics.tickets, self.settings.topics.surveys}
+        inputs = self.input_names
         for tp in revoked:
             self.next_offset.pop((tp.topic, tp.partition), None)
             self._tails_settled.pop(tp, None)
             self._gaps_of(tp.topic).forget((tp.topic, tp.partition))
             if tp.topic == self.deltas_name:
                 self.deltas_read.pop(tp.partition, None)
+            if tp.topic in inputs:
+                self.rerouter.forget(tp.partition)
             if tp.topic in inputs and self.partitions.pop(tp.partition, None) is not None:
                 del self.activity[tp.partition]
                 self.metrics.forget_partition(tp.partition)
@@ -936,7 +1013,8 @@ class KpiWorker:
         if raw is not None and not newer(version, orjson.loads(raw)["v"]):
             return  # replayed after a crash or rebalance, or superseded
         self._put(self.counters, here, key,
-             orjson.dumps({"v": version, "n": payload["n"], "r": payload["r"]}))
+                  orjson.dumps({"v": version, "n": payload["n"], "r": payload["r"],
+                                "x": payload.get("x", {})}))
 
     def _apply_live(
         self, here: int, queue: str, channel: str, source: int, version: tuple[int, int],

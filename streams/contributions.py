@@ -141,8 +141,9 @@ def _survey_contributions(
 def next_change(facts: TicketFacts, watermark: float, rules: KpiRules) -> float | None:
     """The next watermark at which this ticket needs re-evaluating with no new event.
 
-    That is an SLA deadline still open, a held event or an unattributed survey reaching
-    its orphan timeout, or the end of the ticket's retention.
+    That is an SLA deadline still open, an unattributed survey reaching its orphan
+    timeout, or the end of the ticket's retention. (Held events time out on their own
+    clock: `TicketProcessor.orphan_clock`.)
     """
     due: list[float] = [facts.last_event_at + rules.ticket_retention]
     if facts.known:
@@ -153,7 +154,6 @@ def next_change(facts: TicketFacts, watermark: float, rules: KpiRules) -> float 
             due.append(deadline)
     else:
         due.extend(s.at + rules.orphan_timeout for s in facts.surveys)
-        due.extend(h.at + rules.orphan_timeout for h in facts.held)
     pending = [t for t in due if t > watermark]
     return min(pending) if pending else None
 

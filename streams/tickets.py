@@ -108,6 +108,12 @@ class TicketProcessor:
         # others are stale and skipped on pop, so rescheduling later costs no push.
         self._timers: list[tuple[float, str]] = []
         self._scheduled: dict[str, float] = {}
+        # The event-time progress of the other input partitions that may forward this
+        # partition's events (streams/routing.py); None: none can. Held events wait for
+        # their ticket.created until the slower of it and the watermark passes their
+        # time plus the orphan timeout (`orphan_clock`), on their own timers.
+        self.peers: float | None = None
+        self._orphan_timers: list[tuple[float, str]] = []  # (due orphan clock, ticket)
         # Waiting tickets by (queue, channel): ticket -> created_at, plus a lazy min-heap.
         self._waiting: dict[tuple[str, str], dict[str, float]] = {}
         self._waiting_heap: dict[tuple[str, str], list[tuple[float, str]]] = {}
@@ -128,13 +134,32 @@ class TicketProcessor:
         self._waiting_heap = {}
         self._reported_oldest = {}
         self._touched = set()
+        self._orphan_timers = []
         for ticket_id, facts in items:
             self._index_waiting(ticket_id, facts)
             due = self._due(facts)
             if due is not None:
                 self._timers.append((due, ticket_id))
                 self._scheduled[ticket_id] = due
+            if facts.held and not facts.known:
+                self._orphan_timers.append((self._orphan_due(facts), ticket_id))
         heapq.heapify(self._timers)
+        heapq.heapify(self._orphan_timers)
+
+    @property
+    def orphan_clock(self) -> float:
+        """The event time against which held events time out."""
+        return self.watermark if self.peers is None else min(self.watermark, self.peers)
+
+    def advance_peers(self, peers: float) -> Step:
+        """The other partitions that forward here progressed to `peers` (their slowest)."""
+        step = Step()
+        before = self.orphan_clock
+        self.peers = peers
+        if self.orphan_clock > before:
+            self._fire_orphans(step)
+            self._report_oldest(step)
+        return step
 
     def process(self, topic: str, event: TicketEvent | SurveyResponded) -> Step:
         """Apply one decoded event; a later ticket event advances the watermark."""
@@ -197,7 +222,7 @@ class TicketProcessor:
         if facts.known:
             self._record(facts, kind, t, seconds)
             return "processed"
-        if self.watermark >= t + self.rules.orphan_timeout:
+        if self.orphan_clock >= t + self.rules.orphan_timeout:
             return "orphaned"
         facts.held.append(Held(t, kind, seconds))
         return None
@@ -236,11 +261,13 @@ class TicketProcessor:
     ) -> None:
         """Orphan what timed out, emit the changes, schedule the next check."""
         if facts.held and not facts.known:
-            limit = self.watermark - self.rules.orphan_timeout
+            limit = self.orphan_clock - self.rules.orphan_timeout
             kept = [h for h in facts.held if h.at > limit]
             if len(kept) < len(facts.held):
                 step.outcomes[(TICKETS, "orphaned")] += len(facts.held) - len(kept)
                 facts.held = kept
+            if kept:
+                heapq.heappush(self._orphan_timers, (self._orphan_due(facts), ticket_id))
         shown = contributions(facts, self.watermark, self.rules)
         live = live_state(facts, self.watermark, self.rules)
         step.add_deltas(diff(before[0], shown))
@@ -301,7 +328,22 @@ class TicketProcessor:
             self._scheduled[ticket_id] = due
             heapq.heappush(self._timers, (due, ticket_id))
 
+    def _orphan_due(self, facts: TicketFacts) -> float:
+        return min(h.at for h in facts.held) + self.rules.orphan_timeout
+
+    def _fire_orphans(self, step: Step) -> None:
+        clock = self.orphan_clock
+        timers = self._orphan_timers
+        while timers and timers[0][0] <= clock:
+            _, ticket_id = heapq.heappop(timers)
+            facts = self.store.get(ticket_id)
+            if facts is None or facts.known or not facts.held:
+                continue  # stale: created since, or forgotten
+            self._settle(ticket_id, facts, self._shown(ticket_id, facts), step)
+
     def _fire_timers(self, step: Step) -> None:
+        if self._orphan_timers:
+            self._fire_orphans(step)
         while self._timers and self._timers[0][0] <= self.watermark:
             due, ticket_id = heapq.heappop(self._timers)
             if self._scheduled.get(ticket_id) != due:

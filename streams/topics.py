@@ -40,6 +40,8 @@ def internal_topics(settings: Settings) -> list[InternalTopic]:
     app_id, n = settings.worker.app_id, settings.kafka.partitions
     return [
         InternalTopic(f"{app_id}-deltas", n),
+        # Input sent to another partition than its ticket's, on its way home.
+        InternalTopic(f"{app_id}-reroute", n),
         InternalTopic(f"{app_id}-live", n, compacted=True),
         *(InternalTopic(f"{app_id}-{table}-changelog", n, compacted=True) for table in TABLES),
     ]
@@ -58,6 +60,14 @@ async def ensure_internal_topics(settings: Settings, within: float = 60.0) -> No
         try:
             await admin.start()
             existing = set(await admin.list_topics())
+            checked = [name for name in checked_topics(settings) if name in existing]
+            problems = partition_problems(settings, await _partition_counts(admin, checked))
+            if problems:
+                raise PartitionCountError(
+                    "topics with the wrong partition count (kpimon reads each ticket's "
+                    "events, surveys and state on one partition number, so they must all "
+                    f"have kafka.partitions = {settings.kafka.partitions}):\n  "
+                    + "\n  ".join(problems))
             missing = [t for t in wanted if t.name not in existing]
             if missing:
                 await _create(admin, missing, settings.kafka.replication_factor)
@@ -74,6 +84,44 @@ async def ensure_internal_topics(settings: Settings, within: float = 60.0) -> No
         f"could not create the internal topics on {settings.kafka.bootstrap} "
         f"within {within:.0f} s: {last}"
     )
+
+
+class PartitionCountError(RuntimeError):
+    """An input or internal topic exists with another partition count than configured."""
+
+
+def partition_problems(settings: Settings, counts: dict[str, int]) -> list[str]:
+    """One line per existing topic whose partition count is not `kafka.partitions`.
+
+    Faust would group the input topics by count and hand one ticket's events and its
+    surveys to different workers, and stage 1 would send to partitions that do not
+    exist. `counts`: topic -> partitions, of the topics that exist.
+    """
+    n = settings.kafka.partitions
+    topics = settings.topics
+    problems = []
+    for name in checked_topics(settings):
+        count = counts.get(name)
+        if count is not None and count != n:
+            hint = ("create it again with that count, or set kafka.partitions to match"
+                    if name in (topics.tickets, topics.surveys) else
+                    "an internal topic of this app_id from another configuration: use "
+                    "another worker.app_id, or delete it")
+            problems.append(f"{name} has {count} partitions, not {n}: {hint}")
+    return problems
+
+
+def checked_topics(settings: Settings) -> list[str]:
+    """The topics whose partition counts must all be `kafka.partitions`."""
+    topics = settings.topics
+    return [topics.tickets, topics.surveys, *(t.name for t in internal_topics(settings))]
+
+
+async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
+    if not names:
+        return {}
+    described = await admin.describe_topics(names)
+    return {t["topic"]: len(t["partitions"]) for t in described if not t["error_code"]}
 
 
 async def _create(admin: AIOKafkaAdminClient, topics: list[InternalTopic],

@@ -36,7 +36,7 @@ def test_sla_breach_appears_with_no_later_event(kafka: LocalKafka, tmp_path: Pat
     topics = Topics.named("idle")
     kafka.create_topics(topics, partitions=2)
     worker = Worker(kafka, topics, "kpimon-idle", tmp_path,
-                    {"KPIMON_RULES__WATERMARK_IDLE_SECONDS": "2"})
+                    {"KPIMON_RULES__WATERMARK_IDLE_SECONDS": "2", "KPIMON_PARTITIONS": "2"})
     try:
         worker.wait_ready()
         created_at = time.time() - 5  # phone target 20 s: deadline in about 15 s
