@@ -108,8 +108,8 @@ class TicketProcessor:
         # others are stale and skipped on pop, so rescheduling later costs no push.
         self._timers: list[tuple[float, str]] = []
         self._scheduled: dict[str, float] = {}
-        # The event-time progress of the other input partitions that may forward this
-        # partition's events (streams/routing.py); None: none can. Held events wait for
+        # How far the slowest input partition has read (any may forward this
+        # partition's events: streams/routing.py); None: none can. Held events wait for
         # their ticket.created until the slower of it and the watermark passes their
         # time plus the orphan timeout (`orphan_clock`), on their own timers.
         self.peers: float | None = None
@@ -152,7 +152,7 @@ class TicketProcessor:
         return self.watermark if self.peers is None else min(self.watermark, self.peers)
 
     def advance_peers(self, peers: float) -> Step:
-        """The other partitions that forward here progressed to `peers` (their slowest)."""
+        """The input partitions (the slowest of them) have read up to `peers`."""
         step = Step()
         before = self.orphan_clock
         self.peers = peers
