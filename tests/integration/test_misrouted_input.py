@@ -147,6 +147,22 @@ def drain_and_compare(records: list[Any], topics: Topics, now: float, workers: l
             f"values equal to the batch, mis-routed {misrouted}")
 
 
+def run_and_compare(records: list[Any], topics: Topics, now: float, kafka: LocalKafka,
+                    app_id: str, state: Path, workers: int,
+                    expect_misrouted: dict[str, int]) -> str:
+    """Start `workers` workers, let them drain, compare with the batch, stop them."""
+    procs = [Worker(kafka, topics, app_id, state / f"w{i}") for i in range(workers)]
+    try:
+        for w in procs:
+            w.wait_ready()
+        if workers > 1:
+            wait_settled(procs)
+        return drain_and_compare(records, topics, now, procs, kafka, expect_misrouted)
+    finally:
+        for w in procs:
+            w.stop()
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_surveys_from_librdkafka_default_partitioner(
     kafka: LocalKafka, tmp_path: Path, workers: int
@@ -164,18 +180,8 @@ def test_surveys_from_librdkafka_default_partitioner(
           f"({len(surveys)} surveys)")
     assert wrong > 100
 
-    procs = [Worker(kafka, topics, f"kpimon-misrouted-s{workers}", tmp_path / f"w{i}")
-             for i in range(workers)]
-    try:
-        for w in procs:
-            w.wait_ready()
-        if workers > 1:
-            wait_settled(procs)
-        summary = drain_and_compare(records, topics, now, procs, kafka,
-                                    {topics.surveys: wrong})
-    finally:
-        for w in procs:
-            w.stop()
+    summary = run_and_compare(records, topics, now, kafka, f"kpimon-misrouted-s{workers}",
+                              tmp_path, workers, {topics.surveys: wrong})
     print(f"{workers} worker(s): {summary}; expected mis-routed surveys {wrong}")
 
 
@@ -210,15 +216,8 @@ def test_ticket_events_split_by_two_producers_with_kill_nine(
           f"than murmur2; killed after {applied} outcomes")
     assert wrong > 1000
 
-    procs = [Worker(kafka, topics, "kpimon-misrouted-t", tmp_path / f"w{i}") for i in range(2)]
-    try:
-        for w in procs:
-            w.wait_ready()
-        summary = drain_and_compare(records, topics, now, procs, kafka,
-                                    {topics.tickets: wrong})
-    finally:
-        for w in procs:
-            w.stop()
+    summary = run_and_compare(records, topics, now, kafka, "kpimon-misrouted-t", tmp_path,
+                              2, {topics.tickets: wrong})
     print(f"after kill -9, two workers: {summary}; expected mis-routed tickets {wrong}")
 
 
