@@ -41,7 +41,6 @@ from streams.debounce import Debounce
 from streams.gaps import GapGuard, Verdict
 from streams.outbox import Outbox, Writer
 from streams.reroute import PROGRESS_INTERVAL, Rerouter
-from streams.routing import Envelope
 from streams.stall import StallWatch
 from streams.store import InputPartition, changelog_writer, put_in_partition
 from streams.tickets import SURVEYS, TICKETS
@@ -603,34 +602,21 @@ class KpiWorker:
         )
         if self.rerouter.misrouted(part, topic, partition, offset, key, value, decoded):
             return True  # passed on to its ticket's partition
-        self._apply(part, kind, offset, decoded, now, dead, (topic, partition, key, value))
+        if isinstance(decoded, DeadLetter):
+            dead.append(self._dead_letter(decoded, topic, partition, offset, key, value, now))
+        before = part.watermark
+        part.apply(kind, offset, decoded)
+        self._applied(part, partition, kind, decoded, now, before)
         return True
 
-    def _apply(
-        self, part: InputPartition, kind: TopicKind, offset: int, decoded: Any, now: float,
-        dead: list[tuple[bytes | None, bytes]],
-        origin: tuple[str, int, bytes | None, bytes | None],
-        via: Envelope | None = None,
-    ) -> None:
-        """Apply a decoded message read at `offset` of its partition; `origin`: the
-        topic, partition, key and value it was produced with (for a dead letter).
-        `via`: it was forwarded there, and `offset` is the reroute topic's."""
-        topic, partition, key, value = origin
-        if isinstance(decoded, DeadLetter):
-            dead.append(self._dead_letter(decoded, topic, partition,
-                                          offset if via is None else via.offset, key, value,
-                                          now))
-        before = part.watermark
-        if via is None:
-            part.apply(kind, offset, decoded)
-        elif not part.apply_forwarded(kind, self.reroute_name, offset, via, decoded):
-            return  # a copy of a forward applied before
+    def _applied(self, part: InputPartition, partition: int, kind: TopicKind, decoded: Any,
+                 now: float, before: float) -> None:
+        """Activity and watermark bookkeeping after a message was applied."""
         self.applied += 1
-        here = part.store.partition
         if kind == "tickets" and not isinstance(decoded, DeadLetter | Ignored):
-            self.activity[here] = (now, part.watermark)
+            self.activity[partition] = (now, part.watermark)
         if part.watermark != before:
-            self.metrics.watermark(here, part.watermark)
+            self.metrics.watermark(partition, part.watermark)
 
     def _take_forwarded(
         self, part: InputPartition, topic: str, partition: int, offset: int,
@@ -645,8 +631,12 @@ class KpiWorker:
         now = time.time()
         decoded = decode(kind, key, envelope.value, now=now,
                          max_clock_skew=self.settings.rules.max_clock_skew)
-        self._apply(part, kind, offset, decoded, now, dead,
-                    (envelope.topic, envelope.partition, key, envelope.value), envelope)
+        if isinstance(decoded, DeadLetter):  # named by where it was produced
+            dead.append(self._dead_letter(decoded, envelope.topic, envelope.partition,
+                                          envelope.offset, key, envelope.value, now))
+        before = part.watermark
+        if part.apply_forwarded(kind, self.reroute_name, offset, envelope, decoded):
+            self._applied(part, partition, kind, decoded, now, before)
         return True
 
     def _partition(self, partition: int) -> InputPartition:

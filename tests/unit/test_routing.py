@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from models.decode import decode
+from models.timestamps import format_rfc3339
 from streams.routing import (
     Envelope,
     Forward,
@@ -37,7 +38,6 @@ def message(kind: str, ticket: str, at: float, **extra: object) -> bytes:
     full = kind if kind.startswith("survey.") else f"ticket.{kind}"
     raw: dict[str, object] = {"schema_version": 1, "event_id": f"{ticket}-{kind}-{at}",
                               "type": full, "ticket_id": ticket, **extra}
-    from models.timestamps import format_rfc3339
     raw["occurred_at"] = format_rfc3339(T0 + at)
     if kind == "created":
         raw.update(queue="billing", channel="phone")
