@@ -39,6 +39,7 @@ from streams import drain
 from streams.contributions import bucket
 from streams.debounce import Debounce
 from streams.gaps import GapGuard, Verdict
+from streams.handover import Handover
 from streams.outbox import Outbox, Writer
 from streams.reroute import PROGRESS_INTERVAL, Rerouter
 from streams.stall import StallWatch
@@ -138,7 +139,7 @@ class KpiWorker:
         # Changed windows waiting to be published to the KPI topic (SPEC 4's debounce).
         self.emission: Debounce[bytes] = Debounce(settings.windows.emit_interval)
         self.live_dirty: set[bytes] = set()
-        self._emitting: set[int] = set()  # stage-2 partitions whose windows we publish
+        self.handover = Handover()  # stage-2 partitions to publish again
         # Buckets older than this are gone: no rolling window or FCR correction needs them.
         self.expired_before = float("-inf")
         self._expiry_checked = 0.0
@@ -263,6 +264,7 @@ class KpiWorker:
         self.app.page("/healthz", name="healthz")(healthz)
         self.app.page("/readyz", name="readyz")(readyz)
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+        self.app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
         self.app.before_stopped_rebalance = self._fence
         self.app.on_before_shutdown.connect(self._close_probe)
 
@@ -365,19 +367,20 @@ class KpiWorker:
                     self.emission.discard(key)
 
     def _reemit_gained(self) -> None:
-        """Publish again every window of stage-2 partitions this worker just gained.
+        """Publish again every window of the stage-2 partitions this worker gained
+        (streams/handover.py), once their state is restored.
 
         Which windows changed since their last emission lives in memory only; after a
         crash or a move, the new owner cannot tell, so it re-emits them all (readers
         keep the highest revision; the KPI topic is compacted).
         """
         if not self.readiness()[0]:
-            return
-        owned = self.owned_stage2()
-        gained = owned - self._emitting
-        self._emitting = owned
+            return  # the latest assignment's state is not restored yet
+        gained = self.handover.take() & self.owned_stage2()
         if not gained:
             return
+        log.info("stage 2: publishing every window of partitions %s again (taken over)",
+                 sorted(gained))
         self._recover_heartbeats(gained)
         n = self.settings.kafka.partitions
         for key in list(self.windows.data.keys()):
@@ -858,6 +861,14 @@ class KpiWorker:
                         "replays their input", exc)
         log.info("stopping: partitions given up; %d staged changelog records dropped "
                  "(the next owner applies their input again)", self.outbox.dropped)
+
+    async def _on_assigned(self, sender: Any, assigned: Any, **_: Any) -> None:
+        stage2 = {tp.partition for tp in assigned if tp.topic == self.deltas_name}
+        self.handover.assigned(self.app.consumer_generation_id, stage2)
+        log.info("assigned in generation %d: input partitions %s, stage 2 partitions %s",
+                 self.app.consumer_generation_id,
+                 sorted({tp.partition for tp in assigned if tp.topic in self.input_names}),
+                 sorted(stage2))
 
     async def _on_revoked(self, sender: Any, revoked: Any, **_: Any) -> None:
         # Faust flushed the producer, but a timer may have staged records since: they
