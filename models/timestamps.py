@@ -15,6 +15,11 @@ _RFC3339 = re.compile(
 )
 
 
+# What a mistyped timestamp may look like; only such text is quoted back in an error,
+# since the value of a wrong field can be anything (a comment, a customer id).
+_QUOTABLE = re.compile(r"[0-9TtZz:.+\- /]{1,40}", re.ASCII)
+
+
 class TimestampError(ValueError):
     """An `occurred_at` value that is not an RFC 3339 timestamp with an offset."""
 
@@ -23,9 +28,11 @@ def parse_rfc3339(text: str) -> float:
     """Return the epoch seconds of an RFC 3339 timestamp with an offset."""
     match = _RFC3339.fullmatch(text)
     if match is None:
+        got = (repr(text) if _QUOTABLE.fullmatch(text)
+               else f"{len(text)} characters that are not one")
         raise TimestampError(
             "expected RFC 3339 with an offset and at most 6 fraction digits, "
-            f"e.g. 2026-11-22T09:30:00Z; got {text[:64]!r}"
+            f"e.g. 2026-11-22T09:30:00Z; got {got}"
         )
     year, month, day, hour, minute, second, frac, zulu, sign, oh, om = match.groups()
     if zulu:

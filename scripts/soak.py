@@ -20,9 +20,12 @@ are the three kinds in random order, so even a short run exercises each. Every a
 is logged to stderr with a timestamp; peak worker memory (VmHWM/VmRSS from
 /proc/<pid>/status) is sampled while workers are alive.
 
-At the end one worker is kept (the others stop gracefully), and the script waits until
-its consumer lag is 0 and every exported KPI series equals the batch computation
-(tests/reference/batch.compute) at the exported watermarks. Then it checks:
+At the end one worker is kept (the others stop gracefully), and the script waits until,
+on two polls in a row, its consumer lag is 0, every exported KPI series equals the
+batch computation (tests/reference/batch.compute) at the exported watermarks, its
+outcome counts equal the batch's and no changed window waits for publication
+(support_windows_unpublished). Then it stops that worker too (a graceful stop
+publishes every changed window first) and checks:
 
   - the last KPI record per window on the KPI topic against the batch, for every
     window settled before (min watermark - 900 s); this is the only check of the
@@ -33,6 +36,11 @@ its consumer lag is 0 and every exported KPI series equals the batch computation
 
 A summary goes to stdout; the exit code is 0 only if there are no mismatches, the
 metrics are equal and the accounting balances (else 1, with the first 20 problems).
+A failed run also explains the first windows that differ (tests/support/soak_report.py):
+their records on the KPI topic, their last state in stage 2's windows changelog (right
+state and wrong record: a publication fault; wrong state: a computation fault), which
+worker held their stage-2 partition in each group generation around their last change
+(from the workers' "assigned in generation" log lines), and the actions around it.
 Workers and the broker are stopped on exit, also on Ctrl-C or an error. The run
 directory (broker data, worker logs) is deleted after a passing run unless --keep.
 
@@ -59,16 +67,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 # The test helpers (tests.*) are imported as a package from the repository root.
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+import orjson  # noqa: E402
 from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 
 from kpimon.sim import SimConfig, SimRecord, generate, produce  # noqa: E402
+from models.timestamps import parse_rfc3339  # noqa: E402
 from tests.integration.cluster import latest_windows  # noqa: E402
 from tests.integration.kafka_env import (  # noqa: E402
     KAFKACTL,
@@ -77,9 +88,18 @@ from tests.integration.kafka_env import (  # noqa: E402
     Worker,
     events_total,
     local_kafka,
+    read_records,
 )
-from tests.reference.batch import BatchConfig, BatchResult, compute  # noqa: E402
+from tests.reference.batch import BatchConfig, BatchResult, compute, partition_of  # noqa: E402
 from tests.support.compare import Samples, compare_windows, metric_problems  # noqa: E402
+from tests.support.soak_report import (  # noqa: E402
+    Assignment,
+    Happening,
+    Record,
+    explain,
+    parse_assignments,
+    window_key,
+)
 
 CHUNK_SECONDS = 30.0  # one chunk of input (and one chaos action) about this often
 KINDS = ("kill", "start", "stop")
@@ -87,6 +107,7 @@ WEIGHTS = (0.45, 0.25, 0.30)  # after the first three actions
 ACTION_TIMEOUT = 300.0  # longest wait for the workers to reach an action's point
 POLL_SECONDS = 0.5  # scrapes cost the workers CPU; the machine may be busy
 SETTLE_MARGIN = 900  # KPI windows are compared up to min watermark - this (as the tests)
+DIAGNOSED = 12  # bad windows explained in full on a failure
 
 T0 = time.monotonic()
 
@@ -103,6 +124,7 @@ class Action:
     kind: str  # kill, stop, start, restart, exited (by itself)
     worker: str
     detail: str = ""
+    wall: float = field(default_factory=time.time)
 
     def line(self) -> str:
         return f"+{self.at:7.1f}s {self.kind:<7} {self.worker:<4} {self.detail}".rstrip()
@@ -186,6 +208,9 @@ class Outcome:
     outcomes: dict[tuple[str, str], int] = field(default_factory=dict)
     batch_outcomes: dict[tuple[str, str], int] = field(default_factory=dict)
     settle_seconds: float = 0.0
+    # For each window that differs: its records, state, owners and the actions around
+    # its last change (tests/support/soak_report.py).
+    diagnosis: list[str] = field(default_factory=list)
     group_lag: int | None = None  # from the group's committed offsets
     metric_lag: int = 0  # sum of the last worker's support_consumer_lag_messages
 
@@ -260,6 +285,7 @@ class Soak:
         self.memory = MemoryPeak()
         self.alive: list[tuple[str, Worker]] = []
         self.everyone: list[Worker] = []
+        self.names: list[str] = []  # of `everyone`
         self.counts = Counts()
         self.actions: list[Action] = []
         self.records: list[SimRecord] = []
@@ -284,6 +310,7 @@ class Soak:
         worker = Worker(self.kafka, self.topics, self.app_id,
                         self.run_dir / "workers" / name, extra)
         self.everyone.append(worker)
+        self.names.append(name)
         self.memory.watch(name, worker)
         if kind is not None:
             self.counts.starts += 1
@@ -453,6 +480,7 @@ class Soak:
         marks: dict[int, float] = {}
         metrics: Samples = {}
         why = "no scrape yet"
+        calm = 0  # consecutive polls that found everything final
         while time.monotonic() < deadline:
             if worker.proc.poll() is not None:
                 self.reap()
@@ -476,11 +504,28 @@ class Soak:
                         exact_marks = dict(marks)
                     end = int(max(marks.values()) // 60) * 60
                     checked, problems = metric_problems(metrics, exact, end_bucket=end)
-                    if not problems and checked:
-                        result.settled = True
-                        break
-                    why = f"{len(problems)} metric problems, first: {problems[:1]}"
+                    counted = events_total(metrics)
+                    unpublished = sum(v for _, v in series(metrics, "support_windows_unpublished"))
+                    if problems or not checked:
+                        calm, why = 0, f"{len(problems)} metric problems, first: {problems[:1]}"
+                    elif counted != dict(+exact.outcomes):
+                        # Held events time out on the slowest partition's progress,
+                        # shared every few seconds: the last outcomes trail the KPIs.
+                        calm = 0
+                        why = (f"outcomes not final yet: {sum(counted.values())} counted of "
+                               f"{len(self.records)}")
+                    elif unpublished:
+                        calm, why = 0, f"{unpublished:.0f} changed windows not published yet"
+                    else:
+                        # Twice in a row: a worker that just took partitions over is
+                        # still merging what their new generations send.
+                        calm += 1
+                        why = "all equal once"
+                        if calm >= 2:
+                            result.settled = True
+                            break
                 elif result.group_lag is not None:
+                    calm = 0
                     why = (f"watermarks {len(marks)}/{parts}, group lag {result.group_lag} "
                            f"(the worker's lag metric: {result.metric_lag} on {len(lags)}/"
                            f"{2 * parts} partitions)")
@@ -516,7 +561,43 @@ class Soak:
         result.window_mismatches = comparison.mismatches
         if not comparison.compared:
             result.window_mismatches = ["no window compared"]
+        if comparison.bad:
+            try:
+                result.diagnosis = self.diagnose(comparison.bad, batch.windows)
+            except Exception as exc:  # a diagnosis must never hide the verdict
+                result.diagnosis = [f"no diagnosis: {exc!r}"]
         return result
+
+    def diagnose(self, bad: list[tuple[str, str, int]],
+                 batch: dict[tuple[str, str, int], dict[str, Any]]) -> list[str]:
+        """tests/support/soak_report.py's account of the first DIAGNOSED bad windows."""
+        bootstrap = self.kafka.bootstrap
+        records: dict[tuple[str, str, int], list[Record]] = {}
+        for r in read_records(bootstrap, self.topics.kpis):
+            value = orjson.loads(r.value or b"{}")
+            key = (value["queue"], value["channel"], int(parse_rfc3339(value["window_start"])))
+            records.setdefault(key, []).append(
+                Record(r.partition, r.offset, r.timestamp / 1000, r.key, r.value))
+        writes: dict[tuple[str, str, int], list[Record]] = {}
+        for r in read_records(bootstrap, f"{self.app_id}-windows-changelog"):
+            window = window_key(r.key)
+            if window is not None:
+                writes.setdefault(window, []).append(
+                    Record(r.partition, r.offset, r.timestamp / 1000, r.key, r.value))
+        assignments: list[Assignment] = []
+        for name, worker in zip(self.names, self.everyone, strict=True):
+            if worker.log_path.exists():
+                assignments += parse_assignments(name, worker.log_path.read_text(errors="replace"))
+        happenings = [Happening(a.wall, a.line()) for a in self.actions]
+        lines = []
+        for key in bad[:DIAGNOSED]:
+            # Stage 2's partition of a (queue, channel): the default partitioner's.
+            partition = partition_of(f"{key[0]}|{key[1]}", self.args.partitions)
+            lines += explain(key, partition, batch.get(key, {}), records.get(key, []),
+                             writes.get(key, []), assignments, happenings)
+        if len(bad) > DIAGNOSED:
+            lines.append(f"(and {len(bad) - DIAGNOSED} more windows)")
+        return lines
 
 
 def summary(soak: Soak, result: Outcome, wall: float) -> bool:
@@ -564,8 +645,10 @@ def summary(soak: Soak, result: Outcome, wall: float) -> bool:
     ]
     if not passed:
         lines += [f"first {min(20, len(problems))} of {len(problems)} problems:",
-                  *(f"  {p}" for p in problems[:20]),
-                  f"run directory kept: {soak.run_dir}"]
+                  *(f"  {p}" for p in problems[:20])]
+        if result.diagnosis:
+            lines += ["windows that differ, and why:", *(f"  {d}" for d in result.diagnosis)]
+        lines.append(f"run directory kept: {soak.run_dir}")
     print("\n".join(lines), flush=True)
     return passed
 

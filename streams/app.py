@@ -148,6 +148,12 @@ class KpiWorker:
             registry=self.registry,
         )
         self.buckets.set_function(lambda: len(self.windows.data))
+        self.unpublished = Gauge(
+            "support_windows_unpublished",
+            "Changed windows not yet published to the KPI topic (debounced).",
+            registry=self.registry,
+        )
+        self.unpublished.set_function(lambda: self.emission.pending())
         self.late_dropped = Counter(
             "support_late_deltas_dropped",
             "Corrections for buckets already expired (older than the longest rolling "
@@ -266,6 +272,7 @@ class KpiWorker:
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
         self.app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
         self.app.before_stopped_rebalance = self._fence
+        self.app.on_before_shutdown.connect(self._publish_before_stop)
         self.app.on_before_shutdown.connect(self._close_probe)
 
     def _writer(self, table: Any) -> Writer:
@@ -1084,27 +1091,49 @@ class KpiWorker:
 
     async def _emit(self) -> None:
         if self._stopping():
-            return  # the producer may already be gone: the next owner re-emits
+            return  # `_publish_before_stop` takes over
         # Render everything before the first await: a window that changes while records
         # are being sent is then emitted once, next time, with its new revision.
         dirty = self.emission.due(time.monotonic())
         if not dirty:
             return
+        records = self._render(dirty)
+        for i, (_, record_key, value) in enumerate(records):
+            if self._stopping():
+                for unsent in records[i:]:
+                    self.emission.changed(unsent[0])  # for `_publish_before_stop`
+                return
+            await self.kpis.send(key=record_key, value=value)
+
+    def _render(self, keys: list[bytes]) -> list[tuple[bytes, bytes, bytes]]:
+        """(window key, record key, record) of the windows `keys` this worker still owns."""
         now = time.time()
         owned = self.owned_stage2()
-        records: list[tuple[bytes, bytes]] = []
-        for key in dirty:
+        records: list[tuple[bytes, bytes, bytes]] = []
+        for key in keys:
             queue, channel, start = key.decode().split("|")
             raw = self.windows.data.get(key)
             if raw is None or not self._owned(queue, channel, owned):
                 continue  # the partition moved to another worker
             wkey = (queue, channel, int(start))
             record = render(wkey, WindowState.from_list(orjson.loads(raw)), now)
-            records.append((window_id(wkey).encode(), orjson.dumps(record)))
-        for record_key, value in records:
-            if self._stopping():
-                return  # stopped while sending: the next owner re-emits every window
+            records.append((key, window_id(wkey).encode(), orjson.dumps(record)))
+        return records
+
+    async def _publish_before_stop(self, *_: Any, **__: Any) -> None:
+        """A graceful stop publishes every changed window first, debounce or not.
+
+        Faust calls this once the agents are done and before it flushes the producer
+        and leaves the group. The next owner would publish everything again, but when
+        the last worker stops there is none, and the KPI topic would keep stale or
+        missing records until a worker starts again.
+        """
+        if self.outbox.closed or self.app.producer.should_stop:
+            return  # given up while stopping (`_fence`): the next owner publishes
+        records = self._render(self.emission.drain())
+        for _window, record_key, value in records:
             await self.kpis.send(key=record_key, value=value)
+        log.info("stopping: published %d changed windows", len(records))
 
     async def _emit_live(self) -> None:
         if self._stopping():

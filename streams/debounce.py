@@ -62,3 +62,14 @@ class Debounce(Generic[K]):
     def held(self) -> int:
         """Changed keys waiting for their interval to pass."""
         return len(self._held)
+
+    def pending(self) -> int:
+        """Changed keys not taken for publication yet."""
+        return len(self._ready) + len(self._held)
+
+    def drain(self) -> list[K]:
+        """Take every changed key, interval or not (a worker about to stop)."""
+        keys = list(self._ready | self._held)
+        self._ready.clear()
+        self._held.clear()
+        return keys

@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
@@ -171,10 +172,16 @@ def events_total(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float]) 
 
 def read_topic(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes | None]]:
     """Every record of a topic, in partition order, up to its current end."""
-    return asyncio.run(_read_topic(bootstrap, topic))
+    return [(r.key, r.value) for r in read_records(bootstrap, topic)]
 
 
-async def _read_topic(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes | None]]:
+def read_records(bootstrap: str, topic: str) -> list[Any]:
+    """Every record of a topic as aiokafka's ConsumerRecord (partition, offset,
+    timestamp in ms, key, value), in partition order, up to its current end."""
+    return asyncio.run(_read_records(bootstrap, topic))
+
+
+async def _read_records(bootstrap: str, topic: str) -> list[Any]:
     partitions = await _partitions(bootstrap, topic)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
@@ -183,12 +190,12 @@ async def _read_topic(bootstrap: str, topic: str) -> list[tuple[bytes | None, by
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
-        out: list[tuple[bytes | None, bytes | None]] = []
+        out: list[Any] = []
         remaining = {tp for tp in tps if ends[tp] > 0}
         while remaining:
             batch = await consumer.getmany(timeout_ms=1000)
             for tp, records in batch.items():
-                out.extend((r.key, r.value) for r in records)
+                out.extend(records)
                 if records and records[-1].offset >= ends[tp] - 1:
                     remaining.discard(tp)
             for tp in list(remaining):

@@ -56,6 +56,7 @@ def flatten(fields: Mapping[str, Any]) -> dict[str, float]:
 class Comparison:
     compared: int = 0
     mismatches: list[str] = field(default_factory=list)
+    bad: list[tuple[str, str, int]] = field(default_factory=list)  # their windows
 
 
 def compare_windows(
@@ -80,6 +81,7 @@ def compare_windows(
         }
         if bad:
             result.mismatches.append(f"{key}: (batch, streamed) {bad}")
+            result.bad.append(key)
     return result
 
 

@@ -93,3 +93,15 @@ def test_at_most_once_per_interval_and_nothing_left_behind(
         latest = max(at, before[-1] + interval if before else at) + tick + 1e-9
         assert after and after[0] <= latest
     assert d.held() == 0
+
+
+def test_drain_takes_ready_and_held_keys_at_once() -> None:
+    d: Debounce[str] = Debounce(1.0)
+    d.changed("a")
+    assert d.due(0.0) == ["a"]
+    d.changed("a")  # held: published less than an interval ago
+    d.changed("b")
+    assert d.pending() == 2
+    assert sorted(d.drain()) == ["a", "b"]
+    assert d.pending() == 0 and d.drain() == []
+    assert d.due(5.0) == []  # nothing left over for the next tick

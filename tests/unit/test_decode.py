@@ -261,6 +261,9 @@ PII_CASES: list[tuple[str, TopicKind, bytes | None, bytes]] = [
     ("key_mismatch", "tickets", None, json.dumps(_pii_created()).encode()),
     ("schema", "tickets", b"t1",
      json.dumps(_pii_created(event_id=SECRET_CUSTOMER * 20)).encode()),
+    # A comment pasted into the timestamp (found by the mutation test below).
+    ("bad_timestamp", "tickets", b"t1",
+     json.dumps(_pii_created(occurred_at=SECRET_COMMENT * 3)).encode()),
 ]
 
 

@@ -181,3 +181,78 @@ def test_a_partition_kept_by_every_rebalance_is_not_published_again(worker: Any)
     rebalance(worker, 2, {1})  # a new worker took partition 0 only
     restored(worker)
     assert worker.emission.due(1010.0) == []
+
+
+def published(worker: Any, monkeypatch: pytest.MonkeyPatch,
+              stop_after: int | None = None) -> list[tuple[bytes, dict[str, Any]]]:
+    """Records the worker sends to the KPI topic; the stop begins after `stop_after`."""
+    sent: list[tuple[bytes, dict[str, Any]]] = []
+
+    async def send(key: bytes, value: bytes) -> None:
+        sent.append((key, orjson.loads(value)))
+        if stop_after is not None and len(sent) == stop_after:
+            worker.app._stopped.set()
+
+    monkeypatch.setattr(worker.kpis, "send", send)
+    return sent
+
+
+def stop(worker: Any) -> None:
+    """A graceful stop as Faust's App.on_stop runs it, once the agents are done."""
+    worker.app._stopped.set()
+    asyncio.run(worker._emit())  # the emission timer may still tick: it must not send
+    asyncio.run(worker.app.on_before_shutdown.send())
+
+
+def test_a_graceful_stop_publishes_every_changed_window_first(
+        worker: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The last worker stops right after merging: one window changed within its
+    # debounce interval, one new. No other worker takes over, so nobody else would.
+    old_pair, new_pair = keys_of(worker, 1, 2)
+    old, new = old_pair + b"1764750000", new_pair + b"1764776520"
+    sent = published(worker, monkeypatch)
+    worker.windows.data[old] = window(first_contact=1)
+    rebalance(worker, 1, {0, 1})
+    restored(worker)
+    asyncio.run(worker._emit())
+    assert [k for k, _ in sent] == [b"tech|chat|2025-12-03T08:20:00Z"]
+    worker.windows.data[old] = window(first_contact=0)
+    worker.emission.changed(old)  # held: published less than an interval ago
+    worker.windows.data[new] = window(first_contact=1)
+    worker.emission.changed(new)
+    assert worker.registry.get_sample_value("support_windows_unpublished") == 2
+    del sent[:]
+
+    stop(worker)
+
+    assert {k: r["fcr_first_contact"] for k, r in sent} == {
+        b"tech|chat|2025-12-03T08:20:00Z": 0, b"tech|email|2025-12-03T15:42:00Z": 1}
+    assert worker.registry.get_sample_value("support_windows_unpublished") == 0
+
+
+def test_windows_taken_when_the_stop_began_are_published_by_it(
+        worker: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    keys = [pair + b"1764750000" for pair in keys_of(worker, 1, 3)]
+    for key in keys:
+        worker.windows.data[key] = window(first_contact=1)
+    rebalance(worker, 1, {0, 1})
+    restored(worker)
+    sent = published(worker, monkeypatch, stop_after=1)
+    asyncio.run(worker._emit())  # the stop begins after its first record
+    assert len(sent) == 1
+    asyncio.run(worker.app.on_before_shutdown.send())
+    assert len(sent) == 3 and len({k for k, _ in sent}) == 3
+
+
+def test_a_worker_that_gave_its_partitions_up_while_stopping_publishes_nothing(
+        worker: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `_fence`: a rebalance began during the stop; the next owner has the partitions
+    # and publishes them from the newer state.
+    (pair,) = keys_of(worker, 1, 1)
+    worker.windows.data[pair + b"1764750000"] = window(first_contact=1)
+    rebalance(worker, 1, {0, 1})
+    restored(worker)
+    sent = published(worker, monkeypatch)
+    asyncio.run(worker.outbox.close())
+    stop(worker)
+    assert sent == []
