@@ -16,9 +16,9 @@ import pytest
 
 from tests.integration.kafka_env import REPO
 
-# Outside the default run while the soak script still finds FCR corrections off
-# after repeated kill -9 (see README, Reliability); `scripts/test.sh -m soak` runs it.
-pytestmark = [pytest.mark.integration, pytest.mark.soak]
+# In the default run since the hand-over publication fixes (issue 19: records of the
+# last windows missing, stale FCR after a stop); the long soaks stay manual.
+pytestmark = [pytest.mark.integration]
 
 
 def test_soak_script_short_run() -> None:
